@@ -1,0 +1,85 @@
+"""Checkpoints in safetensors: tensors plus a JSON header (model/task config, answer vocabulary, ...).
+
+safetensors cannot run code when loaded, so a checkpoint from a stranger is data, never a program.
+Files are written beside their destination and renamed into place, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+
+from harness.errors import VlbenchError
+
+FORMAT = "vlbench-checkpoint-v1"
+_META_KEY = "vlbench"
+
+
+def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write ``state`` (name -> tensor) and ``meta`` (JSON-serialisable) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Tied weights share storage, which safetensors refuses; contiguous copies load back identically.
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.items()}
+    header = {_META_KEY: json.dumps({"format": FORMAT, **meta}, sort_keys=True)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=header)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """Only the JSON header (cheap: no tensors are read)."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(_META_KEY)
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise VlbenchError(f"{path}: not a safetensors checkpoint ({_first_line(exc)})") from None
+    if raw is None:
+        raise VlbenchError(f"{path}: a safetensors file but not a vlbench checkpoint (no '{_META_KEY}' header)")
+    meta = json.loads(raw)
+    if meta.get("format") != FORMAT:
+        raise VlbenchError(f"{path}: unsupported checkpoint format {meta.get('format')!r} (expected {FORMAT})")
+    return meta
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint`; anything else is a one-line VlbenchError."""
+    meta = read_checkpoint_meta(path)
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorsError, OSError, ValueError) as exc:
+        raise VlbenchError(f"{path}: corrupted checkpoint ({_first_line(exc)})") from None
+    return state, meta
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise VlbenchError(f"{path}: checkpoint not found")
+    with path.open("rb") as handle:
+        magic = handle.read(2)
+    if magic in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        raise VlbenchError(
+            f"{path}: looks like a pickle/torch.save file; vlbench only loads safetensors checkpoints "
+            "(pickle can run arbitrary code when loaded)"
+        )
+    return path
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,1 @@
+"""The ``vlbench`` command line (click). One module per command group."""

@@ -1,0 +1,50 @@
+"""Entry point of the ``vlbench`` command: the top-level group and error handling.
+
+Every command raises :class:`harness.errors.VlbenchError` for bad input; the group turns it into
+``error: <one line>`` on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from harness import __version__
+from harness.errors import VlbenchError
+
+
+class VlbenchGroup(click.Group):
+    """A click group that reports VlbenchError (and unreadable files) as a one-line error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except VlbenchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
+
+@click.group(cls=VlbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vlbench")
+def cli() -> None:
+    """vlbench: pixels or regions? Train, evaluate and compare Pixel-BERT, SOHO and
+    region-feature vision-language models on identical VQA v2 / NLVR2 / retrieval splits.
+
+    Without --data every command uses the embedded world: procedurally rendered scenes written
+    in the official dataset formats, generated once and cached, so everything runs offline on a CPU.
+    """
+
+
+def _register_commands() -> None:
+    from harness.cli import data_cmd, score_cmd
+
+    cli.add_command(data_cmd.data)
+    cli.add_command(score_cmd.score)
+
+
+_register_commands()

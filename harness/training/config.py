@@ -1,0 +1,68 @@
+"""Training hyper-parameters: one dataclass, identical for every model so comparisons stay fair."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from harness.errors import VlbenchError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    lr: float = 3e-4
+    """AdamW learning rate of the transformer, text embeddings and task heads."""
+    cnn_lr: float = 3e-4
+    """Learning rate of the visual backbone (Pixel-BERT trains its CNN at its own rate)."""
+    cnn_optimizer: str = "adamw"
+    """``adamw`` or ``sgd`` (Pixel-BERT trained the CNN with SGD, momentum 0.9)."""
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    """Linear warm-up over this fraction of the steps, then linear decay to zero."""
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    max_text_len: int = 40
+    """Longer texts are truncated; the count of truncated texts is recorded in run.json."""
+    num_workers: int = 0
+    itm_hard_negatives: bool = False
+    """Retrieval: pick each positive's negative caption as the highest-scoring of ``itm_candidates``."""
+    itm_candidates: int = 8
+    answer_min_count: int = 1
+    """VQA: answers seen fewer times than this in train are left out of the vocabulary."""
+    eval_every: int = 1
+    """Validate every N epochs (and after the last) to select the checkpoint."""
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise VlbenchError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise VlbenchError("batch sizes must be at least 1")
+        if self.cnn_optimizer not in ("adamw", "sgd"):
+            raise VlbenchError(f"cnn optimizer must be adamw or sgd, got {self.cnn_optimizer!r}")
+        if self.grad_accum < 1:
+            raise VlbenchError(f"gradient accumulation must be at least 1, got {self.grad_accum}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    # CPU minutes on the embedded world.
+    "tiny": TrainConfig(),
+    # The papers' fine-tuning recipes (Pixel-BERT: AdamW 1e-4 for the transformer, SGD 1e-2 for the CNN).
+    "base": TrainConfig(
+        epochs=18, batch_size=256, eval_batch_size=512, lr=1e-4, cnn_lr=1e-2, cnn_optimizer="sgd",
+        warmup_ratio=0.05, max_text_len=40, answer_min_count=9, num_workers=8,
+    ),
+}

@@ -1,0 +1,63 @@
+"""Optimisers and the learning-rate schedule.
+
+The CNN of the visual encoder gets its own optimiser settings (Pixel-BERT: SGD for the CNN, AdamW for the
+transformer); everything else, including task heads, uses AdamW. Biases and LayerNorm weights get no decay.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from harness.training.config import TrainConfig
+
+
+def _decay_groups(params: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float) -> list[dict]:
+    decay = [p for n, p in params if p.ndim >= 2 and "norm" not in n.lower()]
+    no_decay = [p for n, p in params if not (p.ndim >= 2 and "norm" not in n.lower())]
+    groups = []
+    if decay:
+        groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay})
+    if no_decay:
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0})
+    return groups
+
+
+def build_optimizers(
+    modules: dict[str, nn.Module], cnn: nn.Module | None, config: TrainConfig
+) -> list[torch.optim.Optimizer]:
+    """One AdamW over ``modules`` minus the CNN's parameters; the CNN gets AdamW groups or its own SGD."""
+    cnn_ids = {id(p) for p in cnn.parameters()} if cnn is not None else set()
+    main: list[tuple[str, nn.Parameter]] = []
+    for prefix, module in modules.items():
+        for name, param in module.named_parameters():
+            if param.requires_grad and id(param) not in cnn_ids:
+                main.append((f"{prefix}.{name}", param))
+    cnn_params = [(n, p) for n, p in cnn.named_parameters() if p.requires_grad] if cnn is not None else []
+
+    groups = _decay_groups(main, config.lr, config.weight_decay)
+    optimizers: list[torch.optim.Optimizer] = []
+    if cnn_params and config.cnn_optimizer == "sgd":
+        optimizers.append(torch.optim.AdamW(groups, lr=config.lr))
+        optimizers.append(
+            torch.optim.SGD([p for _, p in cnn_params], lr=config.cnn_lr, momentum=0.9,
+                            weight_decay=config.weight_decay)
+        )
+    else:
+        groups += _decay_groups(cnn_params, config.cnn_lr, config.weight_decay)
+        optimizers.append(torch.optim.AdamW(groups, lr=config.lr))
+    return optimizers
+
+
+def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
+    """Linear warm-up to each group's learning rate, then linear decay to zero at ``total_steps``."""
+    warmup = max(1, math.ceil(total_steps * warmup_ratio))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,31 @@
+"""nox sessions: tests, lint, demo.
+
+Sessions run in the active Python environment (``venv_backend="none"``): torch is several GB, and the
+machines this project targets serve it from local disk to the system pip. Install once with
+``python -m pip install -e ".[dev]"``, then ``nox -s tests`` / ``nox -s lint`` / ``nox -s demo``.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """The test suite, exactly as CI runs it."""
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    """ruff over the code and tests."""
+    session.run("ruff", "check", "harness", "pixelbert", "baselines", "tests", "noxfile.py")
+
+
+@nox.session(venv_backend="none")
+def demo(session: nox.Session) -> None:
+    """The main job on the embedded world: Pixel-BERT and the text-only floor on NLVR2, then scored."""
+    for model in ("pixelbert", "textonly"):
+        session.run("vlbench", "run", "--model", model, "--task", "nlvr2", "--run-dir", f"results/demo/{model}-nlvr2")
