@@ -1,0 +1,167 @@
+"""Model configuration: the shared transformer, the visual encoder, and named presets.
+
+Every dataclass here round-trips through ``to_dict`` / ``from_dict`` (plain JSON types), because configs are
+written into run.json and checkpoint headers and read back to rebuild the exact same model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from harness.errors import VlbenchError
+
+# Activation names as BERT's config.json spells them; the transformer maps them to functions.
+HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+# Backbones the visual encoder can build (see pixelbert/backbones.py). torchvision has no ResNeXt-152, so
+# Pixel-BERT's X152 is not offered; resnext101_32x8d is the closest torchvision model.
+BACKBONES = (
+    "tiny_cnn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+)
+
+
+def _from_dict(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
+    """Check keys against the dataclass fields: unknown keys are an error so a typo never goes unnoticed."""
+    if not isinstance(data, dict):
+        raise VlbenchError(f"{what} config must be a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise VlbenchError(f"{what} config: unknown keys {unknown} (known: {sorted(known)})")
+    return dict(data)
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Shape of the text embeddings and the cross-modal transformer (BERT's config.json, renamed)."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    """Dropout on embeddings and after every attention / feed-forward block (BERT's hidden_dropout_prob)."""
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    pad_token_id: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads != 0:
+            raise VlbenchError(f"hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
+        if self.hidden_act not in HIDDEN_ACTS:
+            raise VlbenchError(f"hidden_act must be one of {HIDDEN_ACTS}, got {self.hidden_act!r}")
+        if self.num_layers < 0:
+            raise VlbenchError(f"num_layers must be >= 0, got {self.num_layers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TransformerConfig:
+        return cls(**_from_dict(cls, data, "transformer"))
+
+
+@dataclass(frozen=True)
+class VisualConfig:
+    """The pixel side: which CNN, at what image size, and how its feature map becomes tokens."""
+
+    backbone: str = "tiny_cnn"
+    image_size: int = 64
+    """Square input size the data pipeline resizes to (images may differ; the encoder accepts any size)."""
+    cnn_channels: tuple[int, ...] = (32, 64, 128, 256)
+    """tiny_cnn only: width of the stem and of each residual stage; the last entry is the output width."""
+    cnn_stride: int = 8
+    """tiny_cnn only: output stride (a power of two, at most 2 ** len(cnn_channels))."""
+    pixel_pool: int = 2
+    """Pixel-BERT max-pools the last CNN stage 2x2 before the transformer (4x fewer tokens). 1 disables it."""
+    position_embedding: bool = False
+    """Pixel-BERT adds only the visual type embedding; a learned 2-D (row + column) embedding is an ablation."""
+    max_grid: int = 64
+    """Rows/columns the 2-D position table can index (only used when position_embedding is on)."""
+    pixel_sample: int | None = None
+    """Random pixel sampling: keep this many pixel tokens per image, only when the encoder is in training mode
+    *and* sampling is on (pre-training; Pixel-BERT uses 100). None = always all pixels."""
+    normalize: bool = True
+    """Images arrive as float RGB in [0, 1]; the encoder applies ImageNet mean/std itself (what torchvision
+    ImageNet weights expect), so the data pipeline stays the same for every visual encoder."""
+
+    def __post_init__(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise VlbenchError(f"unknown backbone {self.backbone!r} (known: {', '.join(BACKBONES)})")
+        # JSON turns tuples into lists; store a tuple so the frozen config stays hashable and comparable.
+        object.__setattr__(self, "cnn_channels", tuple(int(c) for c in self.cnn_channels))
+        if not self.cnn_channels:
+            raise VlbenchError("cnn_channels must name at least one stage")
+        stride = self.cnn_stride
+        bad_stride = stride < 1 or stride & (stride - 1) or stride > 2 ** len(self.cnn_channels)
+        if self.backbone == "tiny_cnn" and bad_stride:
+            raise VlbenchError(
+                f"cnn_stride must be a power of two between 1 and {2 ** len(self.cnn_channels)} "
+                f"(2 ** number of tiny CNN stages), got {stride}"
+            )
+        if self.pixel_pool < 1:
+            raise VlbenchError(f"pixel_pool must be >= 1, got {self.pixel_pool}")
+        if self.pixel_sample is not None and self.pixel_sample < 1:
+            raise VlbenchError(f"pixel_sample must be >= 1 or None, got {self.pixel_sample}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VisualConfig:
+        return cls(**_from_dict(cls, data, "visual"))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole model: the shared transformer plus the visual encoder's settings."""
+
+    transformer: TransformerConfig = field(default_factory=TransformerConfig)
+    visual: VisualConfig = field(default_factory=VisualConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"transformer": self.transformer.to_dict(), "visual": self.visual.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        data = _from_dict(cls, data, "model")
+        return cls(
+            transformer=TransformerConfig.from_dict(data.get("transformer", {})),
+            visual=VisualConfig.from_dict(data.get("visual", {})),
+        )
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # CPU minutes: a 64x64 image -> tiny CNN at stride 8 -> 8x8 map -> 2x2 max-pool -> 16 pixel tokens.
+    "tiny": ModelConfig(
+        transformer=TransformerConfig(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
+        visual=VisualConfig(backbone="tiny_cnn", image_size=64, cnn_channels=(32, 64, 128, 256), cnn_stride=8),
+    ),
+    # The paper's Pixel-BERT-R50: BERT-base and a ResNet-50. The paper resizes to short side 800 / long side
+    # <= 1333 (about 25x42 res5 cells -> 13x21 = 273 tokens after pooling); this preset uses a fixed 512x512
+    # square (16x16 res5 -> 8x8 = 64 tokens) so batches need no padding. The encoder itself takes any size.
+    "base": ModelConfig(
+        transformer=TransformerConfig(),
+        visual=VisualConfig(backbone="resnet50", image_size=512),
+    ),
+}
+
+
+def get_preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise VlbenchError(f"unknown model preset {name!r} (known: {', '.join(sorted(PRESETS))})") from None

@@ -1,0 +1,129 @@
+"""What every visual encoder hands to the shared transformer, and the base class they all derive from.
+
+A model in vlbench is a visual encoder (pixels, frozen grid, detector regions, or nothing) plus the shared text
+embeddings, cross-modal transformer and heads. Encoders differ only in how they produce ``VisualTokens``: vectors
+already in the transformer's hidden size, with a mask saying which ones are real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class VisualTokens:
+    """A batch of visual tokens.
+
+    features: [B, N, H] float, in the transformer's hidden size.
+    mask: [B, N] bool, True where a token is real (False = padding, e.g. fewer regions in one image).
+    positions: optional [B, N] long, the row-major cell index in the (pooled) feature grid of each pixel token
+        (kept through random sampling, so SOHO's MVM and analyses can find where a token came from).
+    boxes: optional [B, N, 4] float, normalised (x1, y1, x2, y2) of region tokens.
+    """
+
+    features: Tensor
+    mask: Tensor
+    positions: Tensor | None = None
+    boxes: Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.features.shape[1]
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> VisualTokens:
+        """Apply ``fn`` to every tensor field (all share the leading batch dimension)."""
+        present = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return replace(self, **{name: fn(tensor) for name, tensor in present.items()})
+
+    def index(self, batch_index: Tensor | list[int] | slice) -> VisualTokens:
+        """Pick images along the batch: ``tokens.index(torch.tensor([0, 0, 3]))`` (repeats allowed)."""
+        if isinstance(batch_index, list):
+            batch_index = torch.as_tensor(batch_index, dtype=torch.long, device=self.features.device)
+        return self._map(lambda t: t[batch_index])
+
+    def repeat_interleave(self, repeats: int) -> VisualTokens:
+        """Each image ``repeats`` times in a row: [a, b] -> [a, a, a, b, b, b] (one image against k captions)."""
+        return self._map(lambda t: t.repeat_interleave(repeats, dim=0))
+
+    def expand_to(self, batch_size: int) -> VisualTokens:
+        """One image broadcast to ``batch_size`` rows without copying (score one image against many captions)."""
+        if self.batch_size != 1:
+            raise ValueError(f"expand_to needs a single image, got a batch of {self.batch_size}")
+        return self._map(lambda t: t.expand(batch_size, *t.shape[1:]))
+
+    def to(self, device: torch.device | str) -> VisualTokens:
+        return self._map(lambda t: t.to(device))
+
+    def detach(self) -> VisualTokens:
+        return self._map(lambda t: t.detach())
+
+    @staticmethod
+    def empty(batch_size: int, hidden_size: int, device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32) -> VisualTokens:
+        """N = 0 tokens: the text-only control."""
+        return VisualTokens(
+            features=torch.zeros(batch_size, 0, hidden_size, device=device, dtype=dtype),
+            mask=torch.zeros(batch_size, 0, dtype=torch.bool, device=device),
+        )
+
+
+class VisualProjection(nn.Module):
+    """Raw visual features [B, N, C] -> transformer inputs [B, N, H].
+
+    Linear -> LayerNorm -> + the learned visual type embedding (Pixel-BERT's "semantic embedding" s_v, which
+    tells the transformer "this is an image token") -> + optional extra embedding (2-D position, box geometry)
+    -> dropout. Every visual encoder uses this same module, so encoders differ only in their features.
+    """
+
+    def __init__(self, in_features: int, hidden_size: int, dropout: float = 0.1, layer_norm_eps: float = 1e-12) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_features, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.type_embedding = nn.Parameter(torch.zeros(hidden_size))
+        nn.init.normal_(self.type_embedding, std=0.02)  # BERT's embedding init
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, features: Tensor, extra: Tensor | None = None) -> Tensor:
+        x = self.norm(self.proj(features)) + self.type_embedding
+        if extra is not None:
+            x = x + extra
+        return self.dropout(x)
+
+
+class VisualEncoder(nn.Module):
+    """Base class: ``forward(images [B, 3, H, W] float RGB in [0, 1]) -> VisualTokens`` of ``hidden_size``.
+
+    ``cost_name`` labels this encoder's share of the time in ``bench`` ("cnn", "detector", "none").
+    ``cnn`` is the sub-module trained at the CNN learning rate (None when there is none or it is frozen).
+    """
+
+    cost_name: str = "visual"
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+
+    @property
+    def cnn(self) -> nn.Module | None:
+        return None
+
+    def forward(self, images: Tensor) -> VisualTokens:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class NoVisualEncoder(VisualEncoder):
+    """The text-only control: zero visual tokens, so the transformer sees only [CLS] text [SEP]."""
+
+    cost_name = "none"
+
+    def forward(self, images: Tensor) -> VisualTokens:
+        dtype = images.dtype if images.is_floating_point() else torch.float32
+        return VisualTokens.empty(images.shape[0], self.hidden_size, device=images.device, dtype=dtype)
