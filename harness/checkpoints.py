@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from harness.errors import VlbenchError
@@ -47,7 +47,7 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get(_META_KEY)
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise VlbenchError(f"{path}: not a safetensors checkpoint ({_first_line(exc)})") from None
     if raw is None:
         raise VlbenchError(f"{path}: a safetensors file but not a vlbench checkpoint (no '{_META_KEY}' header)")
@@ -62,7 +62,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     meta = read_checkpoint_meta(path)
     try:
         state = load_file(str(path), device="cpu")
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise VlbenchError(f"{path}: corrupted checkpoint ({_first_line(exc)})") from None
     return state, meta
 

@@ -41,10 +41,12 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from harness.cli import data_cmd, score_cmd
+    from harness.cli import data_cmd, run_cmd, score_cmd
 
     cli.add_command(data_cmd.data)
     cli.add_command(score_cmd.score)
+    for command in run_cmd.COMMANDS:
+        cli.add_command(command)
 
 
 _register_commands()

@@ -1,0 +1,68 @@
+"""Turning examples into tensors: decoded-image cache, resizing, tokenisation, text-issue counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.data.images import load_image
+
+
+class ImageTensors:
+    """Load, resize and normalise images; keep decoded uint8 copies so each file is decoded once per run."""
+
+    def __init__(self, image_size: int, cache: bool = True) -> None:
+        self.image_size = image_size
+        self._cache: dict[Path, torch.Tensor] | None = {} if cache else None
+
+    def uint8(self, path: Path) -> torch.Tensor:
+        if self._cache is not None and path in self._cache:
+            return self._cache[path]
+        image = load_image(path)
+        if image.size != (self.image_size, self.image_size):
+            image = image.resize((self.image_size, self.image_size), resample=2)  # bilinear
+        tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+        if self._cache is not None:
+            self._cache[path] = tensor
+        return tensor
+
+    def batch(self, paths: list[Path]) -> torch.Tensor:
+        """A float RGB batch [B, 3, S, S] in [0, 1]; each visual encoder normalises for its own backbone."""
+        return torch.stack([self.uint8(p) for p in paths]).float().div_(255.0)
+
+
+def text_issues(tokenizer, texts: list[str], max_length: int) -> dict[str, int]:
+    """Count texts that the model will not see whole: empty ones and ones cut at ``max_length`` tokens."""
+    lengths = tokenizer(texts, add_special_tokens=True, truncation=False, return_length=True)["length"]
+    return {
+        "empty": sum(1 for t in texts if not t.strip()),
+        "truncated": sum(1 for n in lengths if n > max_length),
+        "max_length": max_length,
+    }
+
+
+class TextBatcher:
+    """BERT WordPiece tokenisation to padded tensors, truncated at ``max_length`` tokens."""
+
+    def __init__(self, tokenizer, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        encoded = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"].bool()}
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+
+
+def soft_target_tensor(targets: list[dict[int, float]], size: int) -> torch.Tensor:
+    out = torch.zeros(len(targets), size)
+    for row, target in enumerate(targets):
+        for index, score in target.items():
+            out[row, index] = score
+    return out

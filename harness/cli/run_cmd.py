@@ -1,0 +1,100 @@
+"""``vlbench run`` and ``vlbench eval``: train and evaluate a model on a task, or score a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.models import MODELS, load_all_models
+from harness.tasks import TASKS, load_all
+from harness.training.config import TRAIN_PRESETS
+
+load_all()
+load_all_models()
+
+_existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+_existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+def _summary(record: dict) -> str:
+    parts = []
+    for split, metrics in record["metrics"].items():
+        shown = ", ".join(f"{k} {v}" for k, v in metrics.items() if not isinstance(v, dict))
+        parts.append(f"{split}: {shown}")
+    return "; ".join(parts)
+
+
+@click.command()
+@click.option("--model", type=click.Choice(MODELS.names()), required=True,
+              help="Visual encoder: pixelbert (trainable CNN pixels) or textonly (no visual tokens).")
+@click.option("--task", type=click.Choice(TASKS.names()), required=True, help="Task to fine-tune and evaluate.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where run.json, predictions and the checkpoint go.")
+@click.option("--data", type=_existing_file, default=None,
+              help="Dataset spec YAML (docs/dataset-spec.md). Default: the embedded world's spec for the task.")
+@click.option("--preset", type=click.Choice(sorted(TRAIN_PRESETS)), default="tiny", show_default=True,
+              help="tiny: CPU minutes on the embedded world; base: the papers' sizes (GPU).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of everything random.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the training batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="AdamW learning rate of transformer and heads.")
+@click.option("--cnn-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate of the CNN.")
+@click.option("--cnn-optimizer", type=click.Choice(["adamw", "sgd"]), default=None,
+              help="Optimiser of the CNN (Pixel-BERT: sgd).")
+@click.option("--grad-accum", type=click.IntRange(min=1), default=None, help="Gradient accumulation steps.")
+@click.option("--hard-negatives/--random-negatives", default=None,
+              help="Retrieval: hardest of a few sampled negative captions instead of a random one.")
+@click.option("--init", type=_existing_file, default=None,
+              help="Initialise the model from a vlbench checkpoint (e.g. from `vlbench pretrain`).")
+@click.option("--text-init", type=_existing_dir, default=None,
+              help="Initialise text embeddings + transformer from a local BERT-family folder; its config sets the shape.")
+@click.option("--text-init-layers", type=click.IntRange(min=1), default=None,
+              help="With --text-init: keep only the first N layers.")
+@click.option("--cnn-init", type=_existing_file, default=None, help="Local torchvision state dict for the CNN.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def run(model, task, run_dir, data, preset, epochs, seed, batch_size, lr, cnn_lr, cnn_optimizer, grad_accum,
+        hard_negatives, init, text_init, text_init_layers, cnn_init, device, overwrite, no_progress) -> None:
+    """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
+
+    Test predictions are written in the official formats: predictions_test.json (VQA results),
+    predictions_test.csv (NLVR2 identifier,label) or scores_test.npy (retrieval, images x captions).
+    """
+    from harness.experiment import RunOptions, run_experiment
+
+    if text_init_layers is not None and text_init is None:
+        raise click.UsageError("--text-init-layers needs --text-init")
+    overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "cnn_lr": cnn_lr,
+                 "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum, "itm_hard_negatives": hard_negatives}
+    record = run_experiment(RunOptions(
+        model=model, task=task, run_dir=run_dir, data=data, preset=preset, seed=seed, init=init,
+        text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
+        overwrite=overwrite, progress=not no_progress, train_overrides=overrides,
+    ))
+    click.echo(f"{model} on {task}: {_summary(record)}  ({record['train']['wall_seconds']:.0f}s training, "
+               f"{record['train']['samples_per_second']} samples/s) -> {run_dir / 'run.json'}")
+
+
+@click.command(name="eval")
+@click.option("--checkpoint", type=_existing_file, required=True, help="A checkpoint written by `vlbench run`.")
+@click.option("--task", type=click.Choice(TASKS.names()), required=True, help="The checkpoint's task.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where run.json and the prediction files go.")
+@click.option("--data", type=_existing_file, default=None, help="Dataset spec YAML. Default: the embedded world.")
+@click.option("--split", "splits", multiple=True, help="Split(s) to score (repeatable). Default: val and test.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def eval_(checkpoint, task, run_dir, data, splits, device, overwrite, no_progress) -> None:
+    """Score a saved checkpoint on a dataset without training; writes the same files as `run`."""
+    from harness.experiment import evaluate_checkpoint
+
+    record = evaluate_checkpoint(checkpoint, task, run_dir, data=data, splits=tuple(splits) or None,
+                                 device_name=device, overwrite=overwrite, progress=not no_progress)
+    click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
+
+
+COMMANDS = (run, eval_)

@@ -1,0 +1,250 @@
+"""``run`` and ``eval`` as functions: build the task and model, train, select, predict, record.
+
+The CLI only parses options into :class:`RunOptions` and calls :func:`run_experiment`; tests call it
+directly. Every model goes through the same code with the same :class:`TrainConfig`, which is what makes
+a comparison between visual encoders fair.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.batches import ImageTensors, TextBatcher, text_issues
+from harness.checkpoints import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from harness.data.spec import DatasetSpec, load_spec
+from harness.errors import VlbenchError
+from harness.fileio import write_json
+from harness.models import ModelSetup, build_model, load_pretrained_parts, model_setup, trainable_cnn
+from harness.records.run_record import build_run_record, write_run_record
+from harness.tasks import TASKS, load_all
+from harness.tasks.base import Evaluation, Task
+from harness.training.config import TRAIN_PRESETS, TrainConfig
+from harness.training.loop import train
+from harness.training.precision import precision_name
+from harness.training.seeding import seed_everything
+from harness.world.cache import default_world
+from pixelbert.tokenizer import load_tokenizer
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+EVAL_SPLITS = ("val", "test")
+
+
+@dataclass
+class RunOptions:
+    model: str
+    task: str
+    run_dir: Path
+    data: Path | None = None
+    preset: str = "tiny"
+    seed: int = 0
+    init: Path | None = None
+    text_init: Path | None = None
+    text_init_layers: int | None = None
+    cnn_init: Path | None = None
+    device: str = "auto"
+    overwrite: bool = False
+    progress: bool = True
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VlbenchError(f"device {name!r} requested but CUDA is not available")
+    return torch.device(name)
+
+
+def resolve_spec(data: Path | None, task: str) -> DatasetSpec:
+    """The user's spec, or the embedded world's spec for the task (generated once and cached)."""
+    if data is None:
+        data = default_world() / f"{task}.yaml"
+    return load_spec(data)
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if (run_dir / "run.json").exists() and not overwrite:
+        raise VlbenchError(f"{run_dir} already holds a run (run.json); choose another --run-dir or pass --overwrite")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _data_record(task: Task, splits: list[str], max_text_len: int) -> dict[str, Any]:
+    record: dict[str, Any] = {"spec": str(task.spec.path), "name": task.spec.name, "task": task.spec.task,
+                              "splits": {}}
+    for split in splits:
+        entry = {"fingerprint": task.fingerprint(split), **task.summary(split)}
+        entry["text"] = text_issues(task.text.tokenizer, task.texts(split), max_text_len)
+        record["splits"][split] = entry
+    return record
+
+
+def _evaluate_splits(task: Task, model: nn.Module, head: nn.Module, splits: list[str], run_dir: Path,
+                     device: torch.device, progress: bool) -> tuple[dict, dict, dict]:
+    metrics: dict[str, Any] = {}
+    files: dict[str, list[str]] = {}
+    timing: dict[str, float] = {}
+    for split in splits:
+        start = time.perf_counter()
+        evaluation: Evaluation = task.evaluate(model, head, split, device, progress=progress)
+        timing[split] = round(time.perf_counter() - start, 3)
+        files[split] = evaluation.write(run_dir)
+        if evaluation.per_example:
+            name = f"per_example_{split}.json"
+            write_json(run_dir / name, evaluation.per_example, indent=None)
+            files[split].append(name)
+        if evaluation.metrics is not None:
+            metrics[split] = evaluation.metrics
+    return metrics, files, {"seconds": timing}
+
+
+def _present(spec: DatasetSpec, splits: tuple[str, ...]) -> list[str]:
+    return [s for s in splits if s in spec.splits]
+
+
+def run_experiment(options: RunOptions) -> dict[str, Any]:
+    """Train ``options.model`` on ``options.task``, keep the best validation checkpoint, predict val/test."""
+    load_all()
+    task_cls = TASKS.get(options.task)
+    if options.preset not in TRAIN_PRESETS:
+        raise VlbenchError(f"unknown preset {options.preset!r} (known: {', '.join(TRAIN_PRESETS)})")
+    train_config = TRAIN_PRESETS[options.preset].with_overrides(**options.train_overrides)
+    device = resolve_device(options.device)
+    spec = resolve_spec(options.data, options.task)
+    for split in ("train", "val"):
+        if split not in spec.splits:
+            raise VlbenchError(f"{spec.path}: training needs a {split!r} split (has: {', '.join(spec.splits)})")
+    prepare_run_dir(options.run_dir, options.overwrite)
+
+    generator = seed_everything(options.seed)
+    config = model_setup(options.model, options.preset, text_init=options.text_init,
+                          text_init_layers=options.text_init_layers, cnn_init=options.cnn_init)
+    tokenizer = load_tokenizer()
+    task: Task = task_cls(spec, ImageTensors(config.visual.image_size), TextBatcher(tokenizer, train_config.max_text_len),
+                          train_config)
+    task.prepare_training()
+    splits = ["train", *_present(spec, EVAL_SPLITS)]
+    data_record = _data_record(task, splits, train_config.max_text_len)
+
+    model = build_model(config)
+    load_pretrained_parts(model, config)
+    if options.init is not None:
+        _load_init(model, options.init)
+    head = task.build_head(config.transformer.hidden_size)
+    model.to(device)
+    head.to(device)
+
+    checkpoint_path = options.run_dir / CHECKPOINT_NAME
+    meta_base = {"model": options.model, "task": options.task, "model_config": config.to_dict(),
+                 "task_state": task.state(), "train_config": train_config.to_dict(), "seed": options.seed,
+                 "data_fingerprints": {s: data_record["splits"][s]["fingerprint"] for s in splits}}
+
+    def on_best(epoch: int, val_metrics: dict[str, Any]) -> None:
+        state = {f"model.{k}": v for k, v in model.state_dict().items()}
+        state.update({f"head.{k}": v for k, v in head.state_dict().items()})
+        save_checkpoint(checkpoint_path, state, {**meta_base, "epoch": epoch, "val": val_metrics})
+
+    result = train(model, head, task, train_config, device, generator, on_best, cnn=trainable_cnn(model),
+                   progress=options.progress)
+    if result.best_epoch is None:
+        raise VlbenchError("validation produced no metric, so no checkpoint was selected (does val have labels?)")
+    _restore(model, head, checkpoint_path)
+    metrics, files, eval_record = _evaluate_splits(task, model, head, _present(spec, EVAL_SPLITS), options.run_dir,
+                                                   device, options.progress)
+    files["checkpoint"] = [CHECKPOINT_NAME]
+    record = build_run_record(
+        kind="run", model=options.model, task=options.task, seed=options.seed,
+        config={"preset": options.preset, "model": config.to_dict(), "train": train_config.to_dict(),
+                "data": str(spec.path), "init": _str(options.init), "device": str(device),
+                "precision": precision_name(device)},
+        data=data_record, metrics=metrics,
+        train={**result.to_dict(), "selected_checkpoint": CHECKPOINT_NAME,
+               "parameters": sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in head.parameters())},
+        evaluation=eval_record, files=files, device=device,
+    )
+    write_run_record(options.run_dir, record)
+    return record
+
+
+def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: Path | None = None,
+                        splits: tuple[str, ...] | None = None, device_name: str = "auto", overwrite: bool = False,
+                        progress: bool = True) -> dict[str, Any]:
+    """Score a saved checkpoint on a dataset without training; writes the same files as ``run``."""
+    load_all()
+    meta = read_checkpoint_meta(checkpoint)
+    if meta.get("task") != task_name:
+        raise VlbenchError(f"{checkpoint}: a {meta.get('task')!r} checkpoint cannot be evaluated on task {task_name!r} "
+                           "(its head belongs to that task)")
+    task_cls = TASKS.get(task_name)
+    device = resolve_device(device_name)
+    spec = resolve_spec(data, task_name)
+    wanted = list(splits) if splits else _present(spec, EVAL_SPLITS)
+    if not wanted:
+        raise VlbenchError(f"{spec.path}: no val or test split to evaluate (name one with --split)")
+    prepare_run_dir(run_dir, overwrite)
+    seed_everything(int(meta.get("seed", 0)))
+    config = ModelSetup.from_dict(meta["model_config"])
+    train_config = TrainConfig.from_dict(meta["train_config"])
+    tokenizer = load_tokenizer()
+    task: Task = task_cls(spec, ImageTensors(config.visual.image_size), TextBatcher(tokenizer, train_config.max_text_len),
+                          train_config, state=meta.get("task_state"))
+    data_record = _data_record(task, wanted, train_config.max_text_len)
+    model = build_model(config)
+    head = task.build_head(config.transformer.hidden_size)
+    _restore(model, head, checkpoint)
+    model.to(device)
+    head.to(device)
+    metrics, files, eval_record = _evaluate_splits(task, model, head, wanted, run_dir, device, progress)
+    record = build_run_record(
+        kind="eval", model=meta["model"], task=task_name, seed=int(meta.get("seed", 0)),
+        config={"checkpoint": str(checkpoint), "model": config.to_dict(), "train": train_config.to_dict(),
+                "data": str(spec.path), "device": str(device), "precision": precision_name(device)},
+        data=data_record, metrics=metrics,
+        train={"steps": 0, "wall_seconds": 0.0, "samples_per_second": None, "checkpoint_epoch": meta.get("epoch"),
+               "checkpoint_fingerprints": meta.get("data_fingerprints")},
+        evaluation=eval_record, files=files, device=device,
+    )
+    write_run_record(run_dir, record)
+    return record
+
+
+def _restore(model: nn.Module, head: nn.Module, path: Path) -> None:
+    state, _ = load_checkpoint(path)
+    model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
+    _load_strict(model, model_state, path, "model")
+    _load_strict(head, head_state, path, "head")
+
+
+def _load_init(model: nn.Module, path: Path) -> None:
+    """Initialise the shared model (not the task head) from a pre-training or fine-tuning checkpoint."""
+    state, meta = load_checkpoint(path)
+    model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    _load_strict(model, model_state, path, f"model (from a {meta.get('model')!r} checkpoint)")
+
+
+def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            details.append(f"unexpected {len(unexpected)} (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            details.append(f"shape mismatch in {len(wrong)} (e.g. {wrong[0]}: checkpoint "
+                           f"{tuple(state[wrong[0]].shape)} vs model {tuple(own[wrong[0]].shape)})")
+        raise VlbenchError(f"{path}: does not fit the {what}: {'; '.join(details)}")
+    module.load_state_dict(state)
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)

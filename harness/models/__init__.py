@@ -1,0 +1,104 @@
+"""Models by name: a model in vlbench is a visual encoder plus the shared text embeddings, cross-modal
+transformer and heads. Each file here registers one visual-encoder recipe in :data:`MODELS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from harness.errors import VlbenchError
+from harness.registry import Registry
+from pixelbert.config import ModelConfig, TransformerConfig, VisualConfig, get_preset
+from pixelbert.model import VisionLanguageModel
+from pixelbert.pretrained import load_bert_weights, transformer_config_from_folder
+from pixelbert.visual import VisualEncoder
+
+MODELS: Registry = Registry("model")
+
+
+class ModelRecipe(ABC):
+    """How one ``--model`` name builds its visual encoder; everything else is shared."""
+
+    description: str = ""
+
+    def configure(self, config: ModelConfig) -> ModelConfig:
+        """Adjust the preset for this model (most models take it as it is)."""
+        return config
+
+    @abstractmethod
+    def visual_encoder(self, config: ModelConfig) -> VisualEncoder: ...
+
+    def load_cnn(self, encoder: VisualEncoder, path: Path) -> None:
+        raise VlbenchError(f"this model has no CNN to initialise from {path}")
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """The model's name, its shapes, and where its initial weights come from; stored in run.json."""
+
+    name: str
+    config: ModelConfig
+    text_init: str | None = None
+    text_init_layers: int | None = None
+    cnn_init: str | None = None
+
+    @property
+    def transformer(self) -> TransformerConfig:
+        return self.config.transformer
+
+    @property
+    def visual(self) -> VisualConfig:
+        return self.config.visual
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.config.to_dict(), "text_init": self.text_init,
+                "text_init_layers": self.text_init_layers, "cnn_init": self.cnn_init}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSetup:
+        config = ModelConfig.from_dict({"transformer": data["transformer"], "visual": data["visual"]})
+        return cls(name=data["name"], config=config, text_init=data.get("text_init"),
+                   text_init_layers=data.get("text_init_layers"), cnn_init=data.get("cnn_init"))
+
+
+def load_all_models() -> None:
+    """Import the model modules so that they register themselves."""
+    from harness.models import pixelbert, textonly  # noqa: F401
+
+
+def model_setup(name: str, preset: str, *, text_init: Path | None = None, text_init_layers: int | None = None,
+                cnn_init: Path | None = None) -> ModelSetup:
+    """The preset's shapes for ``name``; with ``text_init`` the transformer takes the checkpoint's shape."""
+    load_all_models()
+    recipe: ModelRecipe = MODELS.get(name)()
+    config = recipe.configure(get_preset(preset))
+    if text_init is not None:
+        config = replace(config, transformer=transformer_config_from_folder(text_init, num_layers=text_init_layers))
+    return ModelSetup(name=name, config=config, text_init=None if text_init is None else str(text_init),
+                      text_init_layers=text_init_layers, cnn_init=None if cnn_init is None else str(cnn_init))
+
+
+def build_model(setup: ModelSetup) -> VisionLanguageModel:
+    """A randomly initialised model of the setup's shape (weights are loaded separately)."""
+    load_all_models()
+    recipe: ModelRecipe = MODELS.get(setup.name)()
+    encoder = recipe.visual_encoder(setup.config)
+    return VisionLanguageModel(encoder, setup.transformer)
+
+
+def trainable_cnn(model: VisionLanguageModel) -> nn.Module | None:
+    """The part the training loop gives its own learning rate / optimiser (Pixel-BERT's CNN)."""
+    return model.visual_encoder.cnn
+
+
+def load_pretrained_parts(model: VisionLanguageModel, setup: ModelSetup) -> None:
+    """Load real weights from local files named in the setup: BERT-family text side, torchvision CNN."""
+    if setup.text_init is not None:
+        load_bert_weights(model, setup.text_init, num_layers=setup.text_init_layers)
+    if setup.cnn_init is not None:
+        MODELS.get(setup.name)().load_cnn(model.visual_encoder, Path(setup.cnn_init))

@@ -1,0 +1,109 @@
+"""NLVR2: each image of the pair goes through the transformer with the statement; the two [CLS] vectors
+are concatenated into a true/false classifier (Pixel-BERT's and UNITER's "pair" setting).
+
+Predictions are the official CSV (``identifier,True|False``); accuracy and consistency are the official ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from harness.data.fingerprint import nlvr2_fingerprint
+from harness.data.nlvr2 import Nlvr2Example, load_nlvr2_split
+from harness.errors import VlbenchError
+from harness.fileio import write_text
+from harness.metrics.nlvr2 import nlvr2_per_example_correct, nlvr2_scores
+from harness.tasks import TASKS
+from harness.tasks.base import Evaluation, Task
+from harness.training.precision import autocast
+from pixelbert.heads import Nlvr2Head
+
+
+def pair_logits(model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """Run (left, statement) and (right, statement) as one batch of 2B, then classify the [CLS] pair."""
+    n = batch["input_ids"].shape[0]
+    images = torch.cat([batch["left"], batch["right"]])
+    ids = batch["input_ids"].repeat(2, 1)
+    mask = batch["attention_mask"].repeat(2, 1)
+    pooled = model(ids, mask, images).pooled
+    return head(pooled[:n], pooled[n:])
+
+
+@TASKS.register("nlvr2")
+class Nlvr2Task(Task):
+    name = "nlvr2"
+    selection_metric = "accuracy"
+
+    def load_split(self, split: str) -> list[Nlvr2Example]:
+        return load_nlvr2_split(self.spec, split)
+
+    def fingerprint(self, split: str) -> str:
+        return nlvr2_fingerprint(self.examples(split))
+
+    def texts(self, split: str) -> list[str]:
+        return [e.sentence for e in self.examples(split)]
+
+    def summary(self, split: str) -> dict[str, Any]:
+        examples = self.examples(split)
+        labelled = [e for e in examples if e.label is not None]
+        return {"examples": len(examples), "true": sum(e.label for e in labelled),
+                "false": sum(not e.label for e in labelled)}
+
+    def prepare_training(self) -> None:
+        if any(e.label is None for e in self.examples("train")):
+            raise VlbenchError(f"{self.spec.path}: the train split has unlabelled lines")
+
+    def build_head(self, hidden_size: int) -> nn.Module:
+        return Nlvr2Head(hidden_size)
+
+    def _batch(self, examples: list[Nlvr2Example]) -> dict[str, Any]:
+        return {
+            "left": self.images.batch([e.left_image for e in examples]),
+            "right": self.images.batch([e.right_image for e in examples]),
+            **self.text([e.sentence for e in examples]),
+        }
+
+    def collate_train(self, indices: list[int]) -> dict[str, Any]:
+        examples = [self.examples("train")[i] for i in indices]
+        return {**self._batch(examples), "labels": torch.tensor([int(e.label) for e in examples])}
+
+    def training_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return F.cross_entropy(pair_logits(model, head, batch).float(), batch["labels"])
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
+                 progress: bool = True) -> Evaluation:
+        model.eval()
+        head.eval()
+        examples = self.examples(split)
+        size = max(1, self.config.eval_batch_size // 2)
+        predicted: list[bool] = []
+        for start in tqdm(range(0, len(examples), size), desc=f"nlvr2 {split}", disable=not progress,
+                          leave=False, unit="batch"):
+            batch = {k: v.to(device) for k, v in self._batch(examples[start:start + size]).items()}
+            with autocast(device):
+                logits = pair_logits(model, head, batch)
+            predicted += logits.float().argmax(dim=1).bool().tolist()
+        predictions = {e.identifier: str(p) for e, p in zip(examples, predicted)}
+
+        metrics = None
+        per_example: dict[str, Any] = {}
+        if all(e.label is not None for e in examples):
+            labels = {e.identifier: str(e.label) for e in examples}
+            metrics = nlvr2_scores(predictions, labels)
+            correct = nlvr2_per_example_correct(predictions, labels)
+            per_example = {"kind": "correct", "ids": [e.identifier for e in examples],
+                           "values": [bool(correct[e.identifier]) for e in examples]}
+
+        def write(run_dir: Path) -> list[str]:
+            name = f"predictions_{split}.csv"
+            write_text(run_dir / name, "".join(f"{e.identifier},{predictions[e.identifier]}\n" for e in examples))
+            return [name]
+
+        return Evaluation(split=split, metrics=metrics, write=write, per_example=per_example)

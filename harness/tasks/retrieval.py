@@ -1,0 +1,167 @@
+"""Image-text retrieval with an image-text matching (ITM) head, as in Pixel-BERT.
+
+Training: every (image, caption) positive is paired with a negative caption of another image and a
+negative image for the caption; optionally the negative caption is the hardest of a few random candidates
+under the current model. Evaluation scores every image against every caption of the split (the
+cross-encoder has no shortcut), computing each image's visual tokens once and reusing them.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from harness.data.fingerprint import retrieval_fingerprint
+from harness.data.karpathy import RetrievalImage, load_karpathy_split
+from harness.fileio import write_bytes
+from harness.metrics.retrieval import retrieval_per_query_ranks, retrieval_recall
+from harness.tasks import TASKS
+from harness.tasks.base import Evaluation, Task
+from harness.training.precision import autocast
+from pixelbert.heads import ItmHead
+from pixelbert.visual import VisualTokens
+
+
+def match_score(model: nn.Module, head: nn.Module, ids: torch.Tensor, mask: torch.Tensor,
+                visual: VisualTokens) -> torch.Tensor:
+    """ITM logits [n, 2] (index 1 = "matches")."""
+    return head(model.fuse(ids, mask, visual).pooled)
+
+
+@TASKS.register("retrieval")
+class RetrievalTask(Task):
+    name = "retrieval"
+    selection_metric = "rsum"
+
+    @classmethod
+    def accepted_spec_tasks(cls) -> tuple[str, ...]:
+        return ("retrieval", "captions")
+
+    def load_split(self, split: str) -> list[RetrievalImage]:
+        return load_karpathy_split(self.spec, split)
+
+    def fingerprint(self, split: str) -> str:
+        return retrieval_fingerprint(self.examples(split))
+
+    def texts(self, split: str) -> list[str]:
+        return [c for image in self.examples(split) for c in image.captions]
+
+    def summary(self, split: str) -> dict[str, Any]:
+        images = self.examples(split)
+        return {"images": len(images), "captions": sum(len(i.captions) for i in images)}
+
+    def prepare_training(self) -> None:
+        images = self.examples("train")
+        # One training item per (image, caption) positive.
+        self._pairs = [(i, c) for i, image in enumerate(images) for c in range(len(image.captions))]
+
+    def train_size(self) -> int:
+        return len(self._pairs)
+
+    def build_head(self, hidden_size: int) -> nn.Module:
+        return ItmHead(hidden_size)
+
+    def collate_train(self, indices: list[int]) -> dict[str, Any]:
+        images = self.examples("train")
+        # Negatives come from a generator seeded by the batch content, so a run stays repeatable.
+        rng = random.Random(hash(tuple(indices)) & 0xFFFFFFFF)
+        candidates = self.config.itm_candidates if self.config.itm_hard_negatives else 1
+        positives = [self._pairs[i] for i in indices]
+        neg_captions: list[str] = []
+        neg_images: list[Path] = []
+        for image_index, _ in positives:
+            for _ in range(candidates):
+                other = rng.randrange(len(images) - 1)
+                other += other >= image_index  # any image but this one
+                neg_captions.append(rng.choice(images[other].captions))
+            other = rng.randrange(len(images) - 1)
+            other += other >= image_index
+            neg_images.append(images[other].path)
+        caption_tokens = self.text([images[i].captions[c] for i, c in positives])
+        negative_tokens = self.text(neg_captions)
+        return {
+            "images": self.images.batch([images[i].path for i, _ in positives]),
+            "neg_images": self.images.batch(neg_images),
+            "input_ids": caption_tokens["input_ids"],
+            "attention_mask": caption_tokens["attention_mask"],
+            "neg_input_ids": negative_tokens["input_ids"],
+            "neg_attention_mask": negative_tokens["attention_mask"],
+        }
+
+    def training_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        n = batch["images"].shape[0]
+        visual = model.encode_images(torch.cat([batch["images"], batch["neg_images"]]))
+        own = torch.arange(n, device=batch["images"].device)
+        neg_ids, neg_mask = batch["neg_input_ids"], batch["neg_attention_mask"]
+        candidates = neg_ids.shape[0] // n
+        if candidates > 1:
+            # Hard negatives: the highest-scoring of the candidate captions under the current model.
+            with torch.no_grad():
+                scores = match_score(model, head, neg_ids, neg_mask, visual.index(own.repeat_interleave(candidates)))
+                hardest = (scores[:, 1] - scores[:, 0]).view(n, candidates).argmax(dim=1)
+            pick = own * candidates + hardest
+            neg_ids, neg_mask = neg_ids[pick], neg_mask[pick]
+        ids = torch.cat([batch["input_ids"], neg_ids, batch["input_ids"]])
+        mask = torch.cat([batch["attention_mask"], neg_mask, batch["attention_mask"]])
+        rows = torch.cat([own, own, own + n])  # positive, negative caption, negative image
+        logits = match_score(model, head, ids, mask, visual.index(rows)).float()
+        labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long().to(logits.device)
+        return F.cross_entropy(logits, labels)
+
+    @torch.no_grad()
+    def score_matrix(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
+                     progress: bool = True) -> np.ndarray:
+        """ITM log-odds for every (image, caption) pair of the split: [n_images, n_captions]."""
+        model.eval()
+        head.eval()
+        images = self.examples(split)
+        captions = self.texts(split)
+        tokens = {k: v.to(device) for k, v in self.text(captions).items()}
+        size = self.config.eval_batch_size
+        scores = np.zeros((len(images), len(captions)), dtype=np.float32)
+        bar = tqdm(total=len(images) * len(captions), desc=f"retrieval {split}", disable=not progress,
+                   leave=False, unit="pair", unit_scale=True)
+        image_block = max(1, size // 8)
+        for start in range(0, len(images), image_block):
+            block = images[start:start + image_block]
+            with autocast(device):
+                visual = model.encode_images(self.images.batch([i.path for i in block]).to(device))
+            for offset in range(len(block)):
+                row = start + offset
+                for c0 in range(0, len(captions), size):
+                    c1 = min(len(captions), c0 + size)
+                    index = torch.full((c1 - c0,), offset, device=device)
+                    with autocast(device):
+                        logits = match_score(model, head, tokens["input_ids"][c0:c1],
+                                             tokens["attention_mask"][c0:c1], visual.index(index)).float()
+                    scores[row, c0:c1] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
+                    bar.update(c1 - c0)
+        bar.close()
+        return scores
+
+    def evaluate(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
+                 progress: bool = True) -> Evaluation:
+        images = self.examples(split)
+        scores = self.score_matrix(model, head, split, device, progress)
+        per_image = [len(i.captions) for i in images]
+        metrics = retrieval_recall(scores, per_image)
+        ranks = retrieval_per_query_ranks(scores, per_image)
+        per_example = {"kind": "ranks", "tr_best_rank": [int(r) for r in ranks["tr"]],
+                       "ir_rank": [int(r) for r in ranks["ir"]]}
+
+        def write(run_dir: Path) -> list[str]:
+            name = f"scores_{split}.npy"
+            buffer = io.BytesIO()
+            np.save(buffer, scores, allow_pickle=False)
+            write_bytes(run_dir / name, buffer.getvalue())
+            return [name]
+
+        return Evaluation(split=split, metrics=metrics, write=write, per_example=per_example)

@@ -1,0 +1,120 @@
+"""VQA v2: an MLP on [CLS] scores every answer of the training vocabulary; soft-score binary cross-entropy.
+
+Targets are the official VQA accuracy of each candidate answer given the 10 human answers, so the loss
+optimises the metric that is reported. Predictions are the official results list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from harness.batches import soft_target_tensor
+from harness.data.answers import build_answer_vocab, soft_target
+from harness.data.fingerprint import vqa_fingerprint
+from harness.data.vqa import VqaExample, load_vqa_split
+from harness.errors import VlbenchError
+from harness.fileio import read_json, write_json
+from harness.metrics.vqa import vqa_evaluate, vqa_per_question_accuracy
+from harness.tasks import TASKS
+from harness.tasks.base import Evaluation, Task
+from harness.training.precision import autocast
+from pixelbert.heads import VqaHead
+
+
+@TASKS.register("vqa")
+class VqaTask(Task):
+    name = "vqa"
+    selection_metric = "overall"
+
+    def restore_state(self, state: dict[str, Any]) -> None:
+        self.answers: list[str] = list(state.get("answers", []))
+        self.answer_index = {a: i for i, a in enumerate(self.answers)}
+
+    def state(self) -> dict[str, Any]:
+        return {"answers": self.answers}
+
+    def load_split(self, split: str) -> list[VqaExample]:
+        return load_vqa_split(self.spec, split)
+
+    def fingerprint(self, split: str) -> str:
+        return vqa_fingerprint(self.examples(split))
+
+    def texts(self, split: str) -> list[str]:
+        return [e.question for e in self.examples(split)]
+
+    def prepare_training(self) -> None:
+        train = self.examples("train")
+        if any(e.answers is None for e in train):
+            raise VlbenchError(f"{self.spec.path}: the train split has no annotations")
+        self.restore_state({"answers": build_answer_vocab(train, min_count=self.config.answer_min_count)})
+        self._targets = [soft_target(e.answers, self.answer_index) for e in train]
+
+    def summary(self, split: str) -> dict[str, Any]:
+        examples = self.examples(split)
+        out: dict[str, Any] = {"examples": len(examples), "images": len({e.image_id for e in examples})}
+        if self.answers and examples[0].answers is not None:
+            # Questions none of whose 10 answers is in the vocabulary: their best achievable score is 0.
+            out["oov_questions"] = sum(1 for e in examples if not soft_target(e.answers, self.answer_index))
+            out["answer_vocabulary"] = len(self.answers)
+        return out
+
+    def build_head(self, hidden_size: int) -> nn.Module:
+        if not self.answers:
+            raise VlbenchError("the VQA answer vocabulary is empty (no training answers?)")
+        return VqaHead(hidden_size, len(self.answers))
+
+    def collate_train(self, indices: list[int]) -> dict[str, Any]:
+        examples = self.examples("train")
+        batch = [examples[i] for i in indices]
+        return {
+            "images": self.images.batch([e.image_path for e in batch]),
+            **self.text([e.question for e in batch]),
+            "targets": soft_target_tensor([self._targets[i] for i in indices], len(self.answers)),
+        }
+
+    def training_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        pooled = model(batch["input_ids"], batch["attention_mask"], batch["images"]).pooled
+        logits = head(pooled).float()
+        # Summed over answers (UNITER / bottom-up convention) so the gradient does not shrink with the vocabulary.
+        return F.binary_cross_entropy_with_logits(logits, batch["targets"], reduction="mean") * logits.shape[1]
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
+                 progress: bool = True) -> Evaluation:
+        model.eval()
+        head.eval()
+        examples = self.examples(split)
+        size = self.config.eval_batch_size
+        answers: list[str] = []
+        for start in tqdm(range(0, len(examples), size), desc=f"vqa {split}", disable=not progress,
+                          leave=False, unit="batch"):
+            chunk = examples[start:start + size]
+            images = self.images.batch([e.image_path for e in chunk]).to(device)
+            text = {k: v.to(device) for k, v in self.text([e.question for e in chunk]).items()}
+            with autocast(device):
+                logits = head(model(text["input_ids"], text["attention_mask"], images).pooled)
+            answers += [self.answers[i] for i in logits.float().argmax(dim=1).tolist()]
+        results = [{"question_id": e.question_id, "answer": a} for e, a in zip(examples, answers)]
+
+        metrics = None
+        per_example: dict[str, Any] = {}
+        files = self.spec.splits[split]
+        if files.annotations is not None:
+            questions, annotations = read_json(files.questions), read_json(files.annotations)
+            metrics = vqa_evaluate(questions, annotations, results)
+            accuracy = vqa_per_question_accuracy(questions, annotations, results)
+            per_example = {"kind": "vqa_accuracy", "ids": [str(e.question_id) for e in examples],
+                           "values": [accuracy[e.question_id] for e in examples]}
+
+        def write(run_dir: Path) -> list[str]:
+            name = f"predictions_{split}.json"
+            write_json(run_dir / name, results, indent=None)
+            return [name]
+
+        return Evaluation(split=split, metrics=metrics, write=write, per_example=per_example)
