@@ -17,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from harness.errors import VlbenchError
+from harness.fileio import _default_mode
 
 FORMAT = "vlbench-checkpoint-v1"
 _META_KEY = "vlbench"
@@ -33,6 +34,7 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], meta: dict
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
+        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

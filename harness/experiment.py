@@ -50,6 +50,7 @@ class RunOptions:
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
+    limit: int | None = None
     train_overrides: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,7 +127,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
                           text_init_layers=options.text_init_layers, cnn_init=options.cnn_init)
     tokenizer = load_tokenizer()
     task: Task = task_cls(spec, ImageTensors(config.visual.image_size), TextBatcher(tokenizer, train_config.max_text_len),
-                          train_config)
+                          train_config, limit=options.limit)
     task.prepare_training()
     splits = ["train", *_present(spec, EVAL_SPLITS)]
     data_record = _data_record(task, splits, train_config.max_text_len)
@@ -160,7 +161,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     record = build_run_record(
         kind="run", model=options.model, task=options.task, seed=options.seed,
         config={"preset": options.preset, "model": config.to_dict(), "train": train_config.to_dict(),
-                "data": str(spec.path), "init": _str(options.init), "device": str(device),
+                "data": str(spec.path), "limit": options.limit, "init": _str(options.init), "device": str(device),
                 "precision": precision_name(device)},
         data=data_record, metrics=metrics,
         train={**result.to_dict(), "selected_checkpoint": CHECKPOINT_NAME,
@@ -173,7 +174,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
 
 def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: Path | None = None,
                         splits: tuple[str, ...] | None = None, device_name: str = "auto", overwrite: bool = False,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, limit: int | None = None) -> dict[str, Any]:
     """Score a saved checkpoint on a dataset without training; writes the same files as ``run``."""
     load_all()
     meta = read_checkpoint_meta(checkpoint)
@@ -192,7 +193,7 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
     train_config = TrainConfig.from_dict(meta["train_config"])
     tokenizer = load_tokenizer()
     task: Task = task_cls(spec, ImageTensors(config.visual.image_size), TextBatcher(tokenizer, train_config.max_text_len),
-                          train_config, state=meta.get("task_state"))
+                          train_config, state=meta.get("task_state"), limit=limit)
     data_record = _data_record(task, wanted, train_config.max_text_len)
     model = build_model(config)
     head = task.build_head(config.transformer.hidden_size)
@@ -203,7 +204,7 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
     record = build_run_record(
         kind="eval", model=meta["model"], task=task_name, seed=int(meta.get("seed", 0)),
         config={"checkpoint": str(checkpoint), "model": config.to_dict(), "train": train_config.to_dict(),
-                "data": str(spec.path), "device": str(device), "precision": precision_name(device)},
+                "data": str(spec.path), "limit": limit, "device": str(device), "precision": precision_name(device)},
         data=data_record, metrics=metrics,
         train={"steps": 0, "wall_seconds": 0.0, "samples_per_second": None, "checkpoint_epoch": meta.get("epoch"),
                "checkpoint_fingerprints": meta.get("data_fingerprints")},

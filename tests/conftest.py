@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+# Real NLVR2 dev lines (see tests/fixtures/README.md).
+NLVR2_DEV_SAMPLE = Path(__file__).resolve().parent / "fixtures" / "nlvr2_dev_sample.jsonl"
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -15,7 +15,7 @@ from harness.data.images import load_image
 from harness.data.nlvr2 import load_nlvr2_split, parse_identifier
 from harness.errors import DataError
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nlvr2_dev_sample.jsonl"
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "nlvr2_dev_sample.jsonl"
 DEV_TEMPLATE = "dev/{split}-{set}-{pair}-{img}.png"
 TRAIN_TEMPLATE = "images/train/{directory}/{split}-{set}-{pair}-{img}.png"
 
@@ -43,8 +43,6 @@ def line(identifier: str = "dev-1-0-0", label: Any = "True", sentence: str = "Th
 @pytest.fixture(scope="module")
 def dev_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real dev lines, unchanged, with stand-in images named by the official convention."""
-    if not FIXTURE.is_file():
-        pytest.skip(f"NLVR2 fixture not found at {FIXTURE} (shared/ must sit beside the repository)")
     folder = tmp_path_factory.mktemp("nlvr2")
     lines = FIXTURE.read_text(encoding="utf-8").splitlines()
     spec = write_spec(folder, lines)

@@ -18,11 +18,7 @@ from harness.metrics.nlvr2 import (
     read_nlvr2_predictions_csv,
 )
 
-_REPO = Path(__file__).resolve().parents[1]
-# The shared folder sits beside the checkout (../shared, as DESIGN.md says) or inside it (shared/).
-_CANDIDATES = [root / "shared" / "fixtures" / "nlvr2_dev_sample.jsonl" for root in (_REPO.parent, _REPO)]
-FIXTURE = next((path for path in _CANDIDATES if path.exists()), _CANDIDATES[0])
-needs_fixture = pytest.mark.skipif(not FIXTURE.exists(), reason="NLVR2 dev sample fixture not available")
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "nlvr2_dev_sample.jsonl"
 
 
 def official_metrics(predictions_csv: str, labels_jsonl: str) -> tuple[float, float]:
@@ -197,12 +193,9 @@ def test_read_labels_errors(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def dev_records() -> list[dict]:
-    if not FIXTURE.exists():
-        pytest.skip("NLVR2 dev sample fixture not available")
     return [json.loads(line) for line in FIXTURE.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@needs_fixture
 def test_real_labels_read(dev_records) -> None:
     labels = read_nlvr2_labels(FIXTURE)
     assert len(labels) == len(dev_records) == 600
@@ -210,7 +203,6 @@ def test_real_labels_read(dev_records) -> None:
     assert labels["dev-850-2-0"] == "True"
 
 
-@needs_fixture
 def test_real_all_true_predictions(dev_records) -> None:
     labels = read_nlvr2_labels(FIXTURE)
     n_true = sum(1 for record in dev_records if record["label"] == "True")
@@ -235,7 +227,6 @@ def test_real_all_true_predictions(dev_records) -> None:
     assert all_false["accuracy"] + scores["accuracy"] == pytest.approx(100.0)
 
 
-@needs_fixture
 @pytest.mark.parametrize("seed", range(5))
 def test_real_random_predictions_match_official(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)

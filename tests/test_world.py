@@ -31,22 +31,10 @@ NUMBERS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six
 # --- helpers ---------------------------------------------------------------------------------------------------
 
 def _cli_invoke(args: list[str]) -> tuple[int, str]:
-    """Run ``vlbench data synth ARGS``; (exit code, stdout+stderr).
+    """Run ``vlbench data synth ARGS`` through the real top-level group; (exit code, stdout+stderr)."""
+    from harness.cli.main import cli
 
-    Goes through the real top-level group when it imports; while a sibling command module is still missing,
-    falls back to the ``synth`` command itself and maps VlbenchError to what the group does (exit 2).
-    """
-    runner = CliRunner()
-    try:
-        from harness.cli.main import cli
-    except ImportError:
-        from harness.cli.synth_cmd import synth
-
-        result = runner.invoke(synth, args[2:])
-        if isinstance(result.exception, VlbenchError):
-            return 2, f"error: {result.exception}"
-        return result.exit_code, result.output
-    result = runner.invoke(cli, args)
+    result = CliRunner().invoke(cli, args)
     return result.exit_code, result.output  # click >= 8.2: output holds stdout and stderr
 
 
@@ -138,13 +126,9 @@ def _nlvr2_truth(sentence: str, left: list[dict[str, Any]], right: list[dict[str
 # --- fixtures --------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def cli_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny cli_world, seed 0, generated through the CLI."""
-    out = tmp_path_factory.mktemp("cli") / "world"
-    code, output = _cli_invoke(["data", "synth", "--out", str(out), "--no-progress"])
-    assert code == 0, output
-    assert "created" in output and "2560 questions" in output
-    return out
+def cli_world(world: Path) -> Path:
+    """The tiny world, seed 0, generated through the CLI (the session's shared ``world`` fixture)."""
+    return world
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +175,8 @@ def test_layout_and_world_json(cli_world: Path) -> None:
 
 
 def test_specs_load_with_the_dataset_loaders(cli_world: Path) -> None:
-    spec_module = pytest.importorskip("harness.data.spec")
-    check = pytest.importorskip("harness.data.check")
+    import harness.data.check as check
+    import harness.data.spec as spec_module
     for task in ("vqa", "nlvr2", "retrieval", "captions"):
         spec = spec_module.load_spec(cli_world / f"{task}.yaml")
         assert spec.task == task and list(spec.splits) == list(SPLITS)
@@ -235,7 +219,7 @@ def test_vqa_answers_need_normalisation_sometimes(cli_world: Path) -> None:
                 if a["answer"] != a["answer"].lower().strip(".!") or a["answer"] in NUMBERS]
     disagreements = sum(len({a["answer"] for a in ann["answers"]}) > 1 for ann in annotations)
     assert variants and disagreements > len(annotations) // 3
-    normalize = pytest.importorskip("harness.metrics.vqa_normalize").normalize_answer
+    from harness.metrics.vqa_normalize import normalize_answer as normalize
     for ann in annotations:
         normalised = Counter(normalize(a["answer"]) for a in ann["answers"])
         assert normalised[ann["multiple_choice_answer"]] >= 7  # 0-3 annotators wrong, the rest right

@@ -54,10 +54,13 @@ def _summary(record: dict) -> str:
               help="With --text-init: keep only the first N layers.")
 @click.option("--cnn-init", type=_existing_file, default=None, help="Local torchvision state dict for the CNN.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Use only the first N examples (retrieval: images) of every split, for quick checks and CI "
+                   "subsets; recorded, and the split fingerprints change with it.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, batch_size, lr, cnn_lr, cnn_optimizer, grad_accum,
-        hard_negatives, init, text_init, text_init_layers, cnn_init, device, overwrite, no_progress) -> None:
+        hard_negatives, init, text_init, text_init_layers, cnn_init, limit, device, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
 
     Test predictions are written in the official formats: predictions_test.json (VQA results),
@@ -72,7 +75,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, batch_size, lr, cnn_lr
     record = run_experiment(RunOptions(
         model=model, task=task, run_dir=run_dir, data=data, preset=preset, seed=seed, init=init,
         text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
-        overwrite=overwrite, progress=not no_progress, train_overrides=overrides,
+        overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
     ))
     click.echo(f"{model} on {task}: {_summary(record)}  ({record['train']['wall_seconds']:.0f}s training, "
                f"{record['train']['samples_per_second']} samples/s) -> {run_dir / 'run.json'}")
@@ -85,15 +88,17 @@ def run(model, task, run_dir, data, preset, epochs, seed, batch_size, lr, cnn_lr
               help="Where run.json and the prediction files go.")
 @click.option("--data", type=_existing_file, default=None, help="Dataset spec YAML. Default: the embedded world.")
 @click.option("--split", "splits", multiple=True, help="Split(s) to score (repeatable). Default: val and test.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Score only the first N examples (retrieval: images) of each split.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def eval_(checkpoint, task, run_dir, data, splits, device, overwrite, no_progress) -> None:
+def eval_(checkpoint, task, run_dir, data, splits, limit, device, overwrite, no_progress) -> None:
     """Score a saved checkpoint on a dataset without training; writes the same files as `run`."""
     from harness.experiment import evaluate_checkpoint
 
     record = evaluate_checkpoint(checkpoint, task, run_dir, data=data, splits=tuple(splits) or None,
-                                 device_name=device, overwrite=overwrite, progress=not no_progress)
+                                 device_name=device, overwrite=overwrite, progress=not no_progress, limit=limit)
     click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
 
 

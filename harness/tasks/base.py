@@ -38,13 +38,16 @@ class Task(ABC):
     """Key of ``metrics`` used to pick the best checkpoint on the validation split (higher is better)."""
 
     def __init__(self, spec: DatasetSpec, images: ImageTensors, text: TextBatcher, config: TrainConfig,
-                 state: dict[str, Any] | None = None) -> None:
+                 state: dict[str, Any] | None = None, limit: int | None = None) -> None:
         if spec.task not in self.accepted_spec_tasks():
             raise VlbenchError(f"{spec.path}: a {spec.task!r} dataset cannot be used for task {self.name!r}")
         self.spec = spec
         self.images = images
         self.text = text
         self.config = config
+        self.limit = limit
+        """Keep only the first ``limit`` examples (retrieval: images) of every split: quick checks, CI subsets.
+        The split fingerprints cover exactly what was used, so such runs never compare with full ones."""
         self._examples: dict[str, list] = {}
         self.restore_state(state or {})
 
@@ -56,7 +59,8 @@ class Task(ABC):
         if split not in self._examples:
             if split not in self.spec.splits:
                 raise VlbenchError(f"{self.spec.path}: no split {split!r} (has: {', '.join(self.spec.splits)})")
-            self._examples[split] = self.load_split(split)
+            examples = self.load_split(split)
+            self._examples[split] = examples[: self.limit] if self.limit else examples
             if not self._examples[split]:
                 raise VlbenchError(f"{self.spec.path}: split {split!r} is empty")
         return self._examples[split]

@@ -85,15 +85,16 @@ class RetrievalTask(Task):
             other = rng.randrange(len(images) - 1)
             other += other >= image_index
             neg_images.append(images[other].path)
-        caption_tokens = self.text([images[i].captions[c] for i, c in positives])
-        negative_tokens = self.text(neg_captions)
+        # One tokenizer call so positives and negatives are padded to the same length.
+        tokens = self.text([images[i].captions[c] for i, c in positives] + neg_captions)
+        n = len(positives)
         return {
             "images": self.images.batch([images[i].path for i, _ in positives]),
             "neg_images": self.images.batch(neg_images),
-            "input_ids": caption_tokens["input_ids"],
-            "attention_mask": caption_tokens["attention_mask"],
-            "neg_input_ids": negative_tokens["input_ids"],
-            "neg_attention_mask": negative_tokens["attention_mask"],
+            "input_ids": tokens["input_ids"][:n],
+            "attention_mask": tokens["attention_mask"][:n],
+            "neg_input_ids": tokens["input_ids"][n:],
+            "neg_attention_mask": tokens["attention_mask"][n:],
         }
 
     def training_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:

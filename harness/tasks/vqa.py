@@ -106,7 +106,8 @@ class VqaTask(Task):
         per_example: dict[str, Any] = {}
         files = self.spec.splits[split]
         if files.annotations is not None:
-            questions, annotations = read_json(files.questions), read_json(files.annotations)
+            questions, annotations = _restrict(read_json(files.questions), read_json(files.annotations),
+                                               {e.question_id for e in examples})
             metrics = vqa_evaluate(questions, annotations, results)
             accuracy = vqa_per_question_accuracy(questions, annotations, results)
             per_example = {"kind": "vqa_accuracy", "ids": [str(e.question_id) for e in examples],
@@ -118,3 +119,12 @@ class VqaTask(Task):
             return [name]
 
         return Evaluation(split=split, metrics=metrics, write=write, per_example=per_example)
+
+
+def _restrict(questions: dict, annotations: dict, ids: set[int]) -> tuple[dict, dict]:
+    """The official files cut down to the evaluated questions (all of them unless the run used a subset)."""
+    if len(ids) == len(annotations.get("annotations", [])):
+        return questions, annotations
+    keep_q = [q for q in questions["questions"] if q["question_id"] in ids]
+    keep_a = [a for a in annotations["annotations"] if a["question_id"] in ids]
+    return {**questions, "questions": keep_q}, {**annotations, "annotations": keep_a}
