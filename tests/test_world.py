@@ -166,7 +166,7 @@ def test_layout_and_world_json(cli_world: Path) -> None:
     assert (info["seed"], info["size"], info["generator_version"]) == (0, "tiny", GENERATOR_VERSION)
     counts = info["counts"]
     for split in SPLITS:
-        assert counts["vqa"][split] == {"images": TINY.images[split], "questions": 4 * TINY.images[split]}
+        assert counts["vqa"][split] == {"images": TINY.images[split], "questions": TINY.questions_per_image * TINY.images[split]}
         assert counts["nlvr2"][split]["sets"] == TINY.nlvr2_sets[split]
         assert counts["nlvr2"][split]["examples"] == 4 * TINY.nlvr2_sets[split]
         assert counts["retrieval"][split] == {"images": TINY.images[split], "captions": 5 * TINY.images[split]}
@@ -199,7 +199,7 @@ def test_vqa_format(cli_world: Path) -> None:
         assert {"info", "data_type", "license"} <= set(questions) and {"info", "license", "data_type"} <= set(annotations)
         assert annotations["data_subtype"] == split
         by_id = {q["question_id"]: q for q in questions["questions"]}
-        assert len(by_id) == len(questions["questions"]) == 4 * TINY.images[split]
+        assert len(by_id) == len(questions["questions"]) == TINY.questions_per_image * TINY.images[split]
         assert not seen_ids & set(by_id)  # question ids unique across splits
         seen_ids |= set(by_id)
         for ann in annotations["annotations"]:

@@ -1,7 +1,8 @@
 """Image-text retrieval with an image-text matching (ITM) head, as in Pixel-BERT.
 
-Training: every (image, caption) positive is paired with a negative caption of another image and a
-negative image for the caption; optionally the negative caption is the hardest of a few random candidates
+Training: an epoch visits every image once with one of its captions drawn at random (so an epoch costs
+the same whatever the captions per image); each positive is paired with a negative caption of another
+image and a negative image for the caption; optionally the negative caption is the hardest of a few random candidates
 under the current model. Evaluation scores every image against every caption of the split (the
 cross-encoder has no shortcut), computing each image's visual tokens once and reusing them.
 """
@@ -58,13 +59,8 @@ class RetrievalTask(Task):
         images = self.examples(split)
         return {"images": len(images), "captions": sum(len(i.captions) for i in images)}
 
-    def prepare_training(self) -> None:
-        images = self.examples("train")
-        # One training item per (image, caption) positive.
-        self._pairs = [(i, c) for i, image in enumerate(images) for c in range(len(image.captions))]
-
     def train_size(self) -> int:
-        return len(self._pairs)
+        return len(self.examples("train"))  # one item per image; its caption is drawn per batch
 
     def build_head(self, hidden_size: int) -> nn.Module:
         return ItmHead(hidden_size)
@@ -74,7 +70,7 @@ class RetrievalTask(Task):
         # Negatives come from a generator seeded by the batch content, so a run stays repeatable.
         rng = random.Random(hash(tuple(indices)) & 0xFFFFFFFF)
         candidates = self.config.itm_candidates if self.config.itm_hard_negatives else 1
-        positives = [self._pairs[i] for i in indices]
+        positives = [(i, rng.randrange(len(images[i].captions))) for i in indices]
         neg_captions: list[str] = []
         neg_images: list[Path] = []
         for image_index, _ in positives:

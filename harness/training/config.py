@@ -10,7 +10,7 @@ from harness.errors import VlbenchError
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 32
     eval_batch_size: int = 256
     lr: float = 3e-4

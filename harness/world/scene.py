@@ -27,7 +27,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
 OBJECT_SIZES: tuple[str, ...] = ("small", "large")
-RADIUS: dict[str, float] = {"small": 0.08, "large": 0.13}  # normalised; a shape's extent is about 1.15 r
+RADIUS: dict[str, float] = {"small": 0.10, "large": 0.15}  # normalised; a shape's extent is about 1.15 r
+# (v2: larger than v1's 0.08/0.13 so that a 64 px image shows shapes a small CNN can tell apart)
 EXTENT = 1.15  # farthest point of any shape from its centre, in units of r (square corners)
 
 MIN_OBJECTS, MAX_OBJECTS = 2, 5

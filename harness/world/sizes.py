@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from harness.errors import VlbenchError
 
-GENERATOR_VERSION = "v1"
+GENERATOR_VERSION = "v2"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -33,11 +33,15 @@ class WorldSize:
         return sum(self.images.values()) + sum(2 * self.nlvr2_pairs(s) for s in SPLITS)
 
 
+# v2: 640 training scenes were too few: a CNN learning shapes from scratch memorised them (train F1 1.0,
+# test F1 0.55 on a shape-presence probe); 2000 scenes with fewer questions each generalise better for the
+# same number of training steps.
 TINY = WorldSize(
     name="tiny",
     image_px=64,
-    images={"train": 640, "val": 64, "test": 64},
-    nlvr2_sets={"train": 300, "val": 48, "test": 48},
+    images={"train": 2000, "val": 100, "test": 100},
+    nlvr2_sets={"train": 600, "val": 75, "test": 75},
+    questions_per_image=3,
 )
 
 SMALL = WorldSize(
