@@ -222,3 +222,19 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(world: Path, 
                                   limit=64, progress=False, train_overrides={"epochs": 2}))
     assert (out / "checkpoint.safetensors").is_file()  # epoch 1's selection survives
     assert not (out / "run.json").exists()
+
+
+def test_pixelbert_recipe_options_sgd_cnn_and_accumulation(world: Path, tmp_path: Path) -> None:
+    record = run_task(world, tmp_path / "sgd", "pixelbert", "vqa", "--epochs", "1", "--limit", "128",
+                      "--cnn-optimizer", "sgd", "--cnn-lr", "0.01", "--grad-accum", "2")
+    train_config = record["config"]["train"]
+    assert train_config["cnn_optimizer"] == "sgd" and train_config["grad_accum"] == 2
+    assert record["train"]["steps"] == 2  # 128 examples / batch 32 / accumulate 2
+    assert math.isfinite(record["train"]["history"][0]["loss"])
+
+
+def test_runs_with_the_same_seed_are_identical(world: Path, tmp_path: Path) -> None:
+    first = run_task(world, tmp_path / "a", "pixelbert", "nlvr2", "--epochs", "1", "--limit", "64")
+    second = run_task(world, tmp_path / "b", "pixelbert", "nlvr2", "--epochs", "1", "--limit", "64")
+    assert first["train"]["history"][0]["loss"] == second["train"]["history"][0]["loss"]
+    assert (tmp_path / "a/predictions_test.csv").read_bytes() == (tmp_path / "b/predictions_test.csv").read_bytes()
