@@ -62,10 +62,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_spec(data: Path | None, task: str) -> DatasetSpec:
+def resolve_spec(data: Path | None, task: str, progress: bool = True) -> DatasetSpec:
     """The user's spec, or the embedded world's spec for the task (generated once and cached)."""
     if data is None:
-        data = default_world() / f"{task}.yaml"
+        data = default_world(progress=progress) / f"{task}.yaml"
     return load_spec(data)
 
 
@@ -116,7 +116,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         raise VlbenchError(f"unknown preset {options.preset!r} (known: {', '.join(TRAIN_PRESETS)})")
     train_config = TRAIN_PRESETS[options.preset].with_overrides(**options.train_overrides)
     device = resolve_device(options.device)
-    spec = resolve_spec(options.data, options.task)
+    spec = resolve_spec(options.data, options.task, options.progress)
     for split in ("train", "val"):
         if split not in spec.splits:
             raise VlbenchError(f"{spec.path}: training needs a {split!r} split (has: {', '.join(spec.splits)})")
@@ -183,7 +183,7 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
                            "(its head belongs to that task)")
     task_cls = TASKS.get(task_name)
     device = resolve_device(device_name)
-    spec = resolve_spec(data, task_name)
+    spec = resolve_spec(data, task_name, progress)
     wanted = list(splits) if splits else _present(spec, EVAL_SPLITS)
     if not wanted:
         raise VlbenchError(f"{spec.path}: no val or test split to evaluate (name one with --split)")
