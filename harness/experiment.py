@@ -8,7 +8,7 @@ a comparison between visual encoders fair.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     generator = seed_everything(options.seed)
     config = model_setup(options.model, options.preset, text_init=options.text_init,
                           text_init_layers=options.text_init_layers, cnn_init=options.cnn_init)
+    if options.init is not None:
+        config = _init_setup(config, options.init)
     tokenizer = load_tokenizer()
     task: Task = task_cls(spec, ImageTensors(config.visual.image_size), TextBatcher(tokenizer, train_config.max_text_len),
                           train_config, limit=options.limit)
@@ -220,6 +222,16 @@ def _restore(model: nn.Module, head: nn.Module, path: Path) -> None:
     head_state = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
     _load_strict(model, model_state, path, "model")
     _load_strict(head, head_state, path, "head")
+
+
+def _init_setup(setup: ModelSetup, path: Path) -> ModelSetup:
+    """With ``--init`` from a checkpoint of the same model, take its shapes (e.g. a pre-training run's
+    ``--dictionary-size``); sampling and masking switches are never part of a saved config."""
+    meta = read_checkpoint_meta(path)
+    saved = meta.get("model_config")
+    if meta.get("model") != setup.name or not isinstance(saved, dict):
+        return setup  # a different model's weights: the strict load reports what does not fit
+    return replace(setup, config=ModelSetup.from_dict(saved).config)
 
 
 def _load_init(model: nn.Module, path: Path) -> None:

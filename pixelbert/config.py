@@ -135,21 +135,69 @@ class VisualConfig:
 
 
 @dataclass(frozen=True)
+class DictionaryConfig:
+    """SOHO's visual dictionary: a codebook of ``size`` entries updated by moving average (not by gradients).
+
+    The update momentum follows the authors' released schedule: ``min(momentum_start * epoch, momentum)`` during
+    pre-training (epoch counted from 1), so the randomly initialised entries first move quickly towards the
+    features, then settle at the paper's gamma = 0.99. Outside pre-training the full ``momentum`` applies.
+    """
+
+    size: int = 2048
+    """Number of entries (the paper uses 2048)."""
+    momentum: float = 0.99
+    momentum_start: float = 0.1
+    dead_after: int = 100
+    """Dead-entry guard: an entry no feature was mapped to for this many consecutive updates is re-seeded from a
+    random current feature, so the dictionary cannot collapse onto a few entries."""
+
+    def __post_init__(self) -> None:
+        if self.size < 2:
+            raise VlbenchError(f"dictionary size must be at least 2, got {self.size}")
+        if not (0.0 <= self.momentum_start <= self.momentum < 1.0):
+            raise VlbenchError(f"dictionary momentum needs 0 <= momentum_start <= momentum < 1, got "
+                               f"{self.momentum_start} and {self.momentum}")
+        if self.dead_after < 1:
+            raise VlbenchError(f"dictionary dead_after must be >= 1, got {self.dead_after}")
+
+    def momentum_at(self, epoch: int) -> float:
+        """The moving-average momentum in pre-training epoch ``epoch`` (1-based)."""
+        return min(self.momentum_start * max(epoch, 1), self.momentum)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DictionaryConfig:
+        return cls(**_from_dict(cls, data, "dictionary"))
+
+
+@dataclass(frozen=True)
 class ModelConfig:
-    """A whole model: the shared transformer plus the visual encoder's settings."""
+    """A whole model: the shared transformer plus the visual encoder's settings.
+
+    ``dictionary`` is set only for models with a visual dictionary (SOHO); it is left out of ``to_dict`` when
+    None, so records and checkpoints of other models look as they did before it existed.
+    """
 
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     visual: VisualConfig = field(default_factory=VisualConfig)
+    dictionary: DictionaryConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"transformer": self.transformer.to_dict(), "visual": self.visual.to_dict()}
+        out = {"transformer": self.transformer.to_dict(), "visual": self.visual.to_dict()}
+        if self.dictionary is not None:
+            out["dictionary"] = self.dictionary.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = _from_dict(cls, data, "model")
+        dictionary = data.get("dictionary")
         return cls(
             transformer=TransformerConfig.from_dict(data.get("transformer", {})),
             visual=VisualConfig.from_dict(data.get("visual", {})),
+            dictionary=None if dictionary is None else DictionaryConfig.from_dict(dictionary),
         )
 
 
@@ -166,6 +214,14 @@ PRESETS: dict[str, ModelConfig] = {
         transformer=TransformerConfig(),
         visual=VisualConfig(backbone="resnet50", image_size=512),
     ),
+}
+
+
+# SOHO's dictionary per preset: the paper's 2048 entries for base; the tiny world's 2000 training images give
+# only 32,000 cells of 16 tokens per epoch, so 256 entries keep every entry used often enough to learn.
+DICTIONARY_PRESETS: dict[str, DictionaryConfig] = {
+    "tiny": DictionaryConfig(size=256),
+    "base": DictionaryConfig(size=2048),
 }
 
 

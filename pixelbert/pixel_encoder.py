@@ -42,12 +42,8 @@ def sample_pixels(tokens: VisualTokens, n: int, generator: torch.Generator | Non
         index = keep.view(batch, n, *([1] * (t.dim() - 2))).expand(batch, n, *t.shape[2:])
         return t.gather(1, index)
 
-    return VisualTokens(
-        features=take(tokens.features),
-        mask=take(tokens.mask),
-        positions=take(tokens.positions) if tokens.positions is not None else None,
-        boxes=take(tokens.boxes) if tokens.boxes is not None else None,
-    )
+    # Every per-token field (positions, boxes, SOHO's codes and MVM mask) follows the kept tokens.
+    return tokens._map(take)
 
 
 class PixelEncoder(VisualEncoder):

@@ -23,12 +23,18 @@ class VisualTokens:
     positions: optional [B, N] long, the row-major cell index in the (pooled) feature grid of each pixel token
         (kept through random sampling, so SOHO's MVM and analyses can find where a token came from).
     boxes: optional [B, N, 4] float, normalised (x1, y1, x2, y2) of region tokens.
+    codes: optional [B, N] long, the visual-dictionary entry each token was mapped to (SOHO); the targets of
+        masked visual modelling.
+    masked: optional [B, N] bool, True where masked visual modelling replaced the token's input (SOHO
+        pre-training only).
     """
 
     features: Tensor
     mask: Tensor
     positions: Tensor | None = None
     boxes: Tensor | None = None
+    codes: Tensor | None = None
+    masked: Tensor | None = None
 
     @property
     def batch_size(self) -> int:

@@ -13,7 +13,7 @@ from torch import nn
 
 from harness.errors import VlbenchError
 from harness.registry import Registry
-from pixelbert.config import ModelConfig, TransformerConfig, VisualConfig, get_preset
+from pixelbert.config import DictionaryConfig, ModelConfig, TransformerConfig, VisualConfig, get_preset
 from pixelbert.model import VisionLanguageModel
 from pixelbert.pretrained import load_bert_weights, transformer_config_from_folder
 from pixelbert.visual import VisualEncoder
@@ -29,6 +29,10 @@ class ModelRecipe(ABC):
     def configure(self, config: ModelConfig) -> ModelConfig:
         """Adjust the preset for this model (most models take it as it is)."""
         return config
+
+    def configure_preset(self, config: ModelConfig, preset: str) -> ModelConfig:
+        """Like :meth:`configure`, for models whose extra settings depend on the preset's name (SOHO)."""
+        return self.configure(config)
 
     @abstractmethod
     def visual_encoder(self, config: ModelConfig) -> VisualEncoder: ...
@@ -55,20 +59,25 @@ class ModelSetup:
     def visual(self) -> VisualConfig:
         return self.config.visual
 
+    @property
+    def dictionary(self) -> DictionaryConfig | None:
+        return self.config.dictionary
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, **self.config.to_dict(), "text_init": self.text_init,
                 "text_init_layers": self.text_init_layers, "cnn_init": self.cnn_init}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSetup:
-        config = ModelConfig.from_dict({"transformer": data["transformer"], "visual": data["visual"]})
+        parts = {key: data[key] for key in ("transformer", "visual", "dictionary") if key in data}
+        config = ModelConfig.from_dict(parts)
         return cls(name=data["name"], config=config, text_init=data.get("text_init"),
                    text_init_layers=data.get("text_init_layers"), cnn_init=data.get("cnn_init"))
 
 
 def load_all_models() -> None:
     """Import the model modules so that they register themselves."""
-    from harness.models import pixelbert, textonly  # noqa: F401
+    from harness.models import pixelbert, soho, textonly  # noqa: F401
 
 
 def model_setup(name: str, preset: str, *, text_init: Path | None = None, text_init_layers: int | None = None,
@@ -76,7 +85,7 @@ def model_setup(name: str, preset: str, *, text_init: Path | None = None, text_i
     """The preset's shapes for ``name``; with ``text_init`` the transformer takes the checkpoint's shape."""
     load_all_models()
     recipe: ModelRecipe = MODELS.get(name)()
-    config = recipe.configure(get_preset(preset))
+    config = recipe.configure_preset(get_preset(preset), preset)
     if text_init is not None:
         config = replace(config, transformer=transformer_config_from_folder(text_init, num_layers=text_init_layers))
     return ModelSetup(name=name, config=config, text_init=None if text_init is None else str(text_init),

@@ -1,0 +1,85 @@
+"""``vlbench pretrain``: pre-train a model on image-caption pairs for ``vlbench run --init``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.models import MODELS, load_all_models
+from harness.pretraining.config import PRETRAIN_PRESETS
+
+load_all_models()
+
+_existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+_existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+@click.command()
+@click.option("--model", type=click.Choice(MODELS.names()), required=True,
+              help="Model to pre-train (the same names as `vlbench run`).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Where run.json and checkpoint.safetensors go.")
+@click.option("--data", type=_existing_file, default=None,
+              help="A captions or retrieval dataset spec (Karpathy JSON). Default: the embedded world's captions.")
+@click.option("--objectives", default=None,
+              help="Comma list of mlm (masked language modelling on the image), itm (image-text matching), "
+                   "mvm (SOHO masked visual modelling; soho only). Default: mlm,itm.")
+@click.option("--pixel-sample", type=click.IntRange(min=0), default=None,
+              help="Random pixel sampling: pixel tokens kept per image per training step (pre-training only; "
+                   "validation and fine-tuning see all). Default: Pixel-BERT's share (100 of ~273) of the grid, "
+                   "6 of 16 in the tiny world; 0 = off. Pixel models only.")
+@click.option("--preset", type=click.Choice(sorted(PRETRAIN_PRESETS)), default="tiny", show_default=True,
+              help="tiny: CPU minutes on the embedded world; base: the papers' sizes (GPU).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of everything random.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="AdamW learning rate of transformer and heads.")
+@click.option("--cnn-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate of the CNN.")
+@click.option("--dictionary-size", type=click.IntRange(min=2), default=None,
+              help="SOHO: visual dictionary entries (paper: 2048; tiny preset: 256).")
+@click.option("--mvm-probability", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="SOHO: share of images whose cells of one random dictionary entry are masked.")
+@click.option("--text-init", type=_existing_dir, default=None,
+              help="Initialise text embeddings + transformer from a local BERT-family folder.")
+@click.option("--text-init-layers", type=click.IntRange(min=1), default=None,
+              help="With --text-init: keep only the first N layers.")
+@click.option("--cnn-init", type=_existing_file, default=None, help="Local torchvision state dict for the CNN.")
+@click.option("--limit", type=click.IntRange(min=2), default=None,
+              help="Use only the first N images of each split (quick checks); recorded in run.json.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, lr, cnn_lr,
+             dictionary_size, mvm_probability, text_init, text_init_layers, cnn_init, limit, device, overwrite,
+             no_progress) -> None:
+    """Pre-train MODEL on image-caption pairs with MLM / ITM (/ MVM), then fine-tune with `vlbench run --init`.
+
+    Writes DIR/checkpoint.safetensors (the model under `model.`, the pre-training heads under `pretrain.`) and
+    DIR/run.json (config, seed, data fingerprints, per-objective validation losses and accuracies, SOHO's
+    dictionary usage, samples/s). Example:
+
+        vlbench pretrain --model pixelbert --run-dir runs/pt && \\
+        vlbench run --model pixelbert --task vqa --init runs/pt/checkpoint.safetensors --run-dir runs/vqa
+    """
+    from harness.pretraining.config import parse_objectives
+    from harness.pretraining.experiment import PretrainOptions, run_pretraining
+
+    if text_init_layers is not None and text_init is None:
+        raise click.UsageError("--text-init-layers needs --text-init")
+    overrides = {"objectives": parse_objectives(objectives) if objectives is not None else None,
+                 "pixel_sample": pixel_sample, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                 "cnn_lr": cnn_lr, "mvm_probability": mvm_probability}
+    record = run_pretraining(PretrainOptions(
+        model=model, run_dir=run_dir, data=data, preset=preset, seed=seed, dictionary_size=dictionary_size,
+        text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
+        overwrite=overwrite, progress=not no_progress, limit=limit, overrides=overrides,
+    ))
+    val = ", ".join(f"{k} {v}" for k, v in record["metrics"]["val"].items() if not k.endswith("_predictions"))
+    click.echo(f"{model} pre-trained ({'+'.join(record['config']['objectives'])}): val {val}  "
+               f"({record['train']['wall_seconds']:.0f}s, {record['train']['samples_per_second']} samples/s) "
+               f"-> {run_dir / 'checkpoint.safetensors'}")
+
+
+COMMANDS = (pretrain,)

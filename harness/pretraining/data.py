@@ -1,0 +1,83 @@
+"""Pre-training batches from a captions (or retrieval) spec: image-caption rows, ITM negatives, MLM masks.
+
+An epoch visits every image once with one of its captions drawn at random (as retrieval training does), so an
+epoch costs the same whatever the number of captions per image. All randomness comes from one torch generator
+per split: training draws continue across epochs; validation restarts from a fixed seed on every pass so each
+epoch is scored on the same masks and the same negatives.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.batches import ImageTensors, TextBatcher
+from harness.data.fingerprint import retrieval_fingerprint
+from harness.data.karpathy import RetrievalImage, load_karpathy_split
+from harness.data.spec import DatasetSpec
+from harness.errors import VlbenchError
+from harness.pretraining.config import PretrainConfig
+from pixelbert.pretraining.itm import sample_itm_pairs
+from pixelbert.pretraining.mlm import mask_tokens
+
+
+class CaptionPairs:
+    def __init__(self, spec: DatasetSpec, images: ImageTensors, text: TextBatcher, config: PretrainConfig,
+                 vocab_size: int, limit: int | None = None) -> None:
+        spec.require_task("captions", "retrieval")
+        self.spec = spec
+        self.images = images
+        self.text = text
+        self.config = config
+        self.vocab_size = vocab_size
+        self.limit = limit
+        tokenizer = text.tokenizer
+        self.mask_token_id = tokenizer.mask_token_id
+        self.special_ids = tuple(tokenizer.all_special_ids)
+        if len(tokenizer) > vocab_size:
+            raise VlbenchError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary only "
+                               f"{vocab_size}")
+        self._splits: dict[str, list[RetrievalImage]] = {}
+
+    def examples(self, split: str) -> list[RetrievalImage]:
+        if split not in self._splits:
+            if split not in self.spec.splits:
+                raise VlbenchError(f"{self.spec.path}: no split {split!r} (has: {', '.join(self.spec.splits)})")
+            images = load_karpathy_split(self.spec, split)
+            images = images[: self.limit] if self.limit else images
+            if len(images) < 2:
+                raise VlbenchError(f"{self.spec.path}: split {split!r} needs at least two images for pre-training")
+            self._splits[split] = images
+        return self._splits[split]
+
+    def fingerprint(self, split: str) -> str:
+        return retrieval_fingerprint(self.examples(split))
+
+    def summary(self, split: str) -> dict[str, Any]:
+        images = self.examples(split)
+        return {"images": len(images), "captions": sum(len(i.captions) for i in images)}
+
+    def collate(self, split: str, indices: list[int], generator: torch.Generator) -> dict[str, Any]:
+        """One batch: the images at ``indices`` of ``split``, each with its own or (ITM) another image's caption."""
+        images = self.examples(split)
+        index = torch.as_tensor(indices, dtype=torch.long)
+        batch: dict[str, Any] = {"images": self.images.batch([images[i].path for i in indices])}
+        if "itm" in self.config.objectives:
+            caption_image, labels = sample_itm_pairs(index, len(images), self.config.itm_negative_ratio, generator)
+            batch["itm_labels"] = labels
+        else:
+            caption_image = index
+        choice = torch.rand(len(indices), generator=generator)
+        captions = []
+        for row, source in enumerate(caption_image.tolist()):
+            own = images[source].captions
+            captions.append(own[min(int(choice[row] * len(own)), len(own) - 1)])
+        tokens = self.text(captions)
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        if "mlm" in self.config.objectives:
+            ids, batch["mlm_labels"] = mask_tokens(
+                ids, mask, vocab_size=self.vocab_size, mask_token_id=self.mask_token_id,
+                special_token_ids=self.special_ids, probability=self.config.mlm_probability, generator=generator)
+        batch["input_ids"], batch["attention_mask"] = ids, mask
+        return batch

@@ -1,0 +1,62 @@
+"""SOHO's visual encoder: Pixel-BERT's CNN pixels, each also looked up in the visual dictionary.
+
+images -> CNN -> 2x2 max-pool -> Linear + LayerNorm (h) -> nearest dictionary entry q(h) (straight-through)
+-> h + Linear(q) (the authors' release keeps the raw feature beside the entry) -> MVM: cells chosen for masked
+visual modelling become a learned [MASK] vector -> LayerNorm -> + visual type (+ 2-D position) embedding
+-> dropout -> optional random pixel sampling (pre-training only).
+
+The dictionary stays part of the encoder at fine-tuning (and keeps its moving-average update in training mode);
+masked visual modelling happens only while ``mvm_probability`` is set, which only the pre-training loop does.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from pixelbert.config import DictionaryConfig, VisualConfig
+from pixelbert.pixel_encoder import PixelEncoder, sample_pixels
+from pixelbert.soho.mvm import mvm_mask
+from pixelbert.soho.visual_dictionary import VisualDictionary
+from pixelbert.visual import VisualTokens
+
+
+class SohoEncoder(PixelEncoder):
+    def __init__(self, config: VisualConfig, dictionary: DictionaryConfig, hidden_size: int, dropout: float = 0.1,
+                 layer_norm_eps: float = 1e-12) -> None:
+        super().__init__(config, hidden_size, dropout=dropout, layer_norm_eps=layer_norm_eps)
+        self.dictionary = VisualDictionary(dictionary, hidden_size)
+        self.dictionary_projection = nn.Linear(hidden_size, hidden_size)
+        self.mask_embedding = nn.Parameter(torch.zeros(hidden_size))
+        nn.init.normal_(self.mask_embedding, std=0.02)
+        self.output_norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.mvm_probability: float | None = None
+        """Set by pre-training: the share of images whose cells of one random entry are masked (None = off)."""
+        self.mvm_generator: torch.Generator | None = None
+
+    def forward(self, images: Tensor) -> VisualTokens:
+        features = self.feature_map(images)
+        batch, _, rows, cols = features.shape
+        flat = features.flatten(2).transpose(1, 2)  # [B, N, C], raster order
+        p = self.projection
+        h = p.norm(p.proj(flat))
+        quantized, codes = self.dictionary(h.reshape(-1, h.shape[-1]))
+        codes = codes.view(batch, rows * cols)
+        x = h + self.dictionary_projection(quantized.view_as(h))
+        mask = torch.ones(batch, rows * cols, dtype=torch.bool, device=images.device)
+        masked = None
+        if self.mvm_probability:
+            masked = mvm_mask(codes, mask, self.mvm_probability, self.mvm_generator)
+            x = torch.where(masked[..., None], self.mask_embedding.to(x.dtype), x)
+        x = self.output_norm(x) + p.type_embedding
+        extra = self._position_embedding(rows, cols, images.device)
+        if extra is not None:
+            x = x + extra
+        tokens = VisualTokens(
+            features=p.dropout(x), mask=mask,
+            positions=torch.arange(rows * cols, device=images.device).expand(batch, -1),
+            codes=codes, masked=masked,
+        )
+        if self.training and self.pixel_sample:
+            tokens = sample_pixels(tokens, self.pixel_sample, self.sample_generator)
+        return tokens
