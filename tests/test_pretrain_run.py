@@ -1,0 +1,119 @@
+"""`vlbench pretrain` end to end on the embedded world's captions, then `vlbench run --init` from its checkpoint.
+
+Runs use `--limit` and one or two epochs so the file stays within a CPU minute or so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from safetensors import safe_open
+
+from harness.checkpoints import load_checkpoint
+from harness.cli.main import cli
+from harness.models import build_model, model_setup
+
+
+def invoke(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    return result.exit_code, result.output
+
+
+def pretrain(world: Path, out: Path, model: str, *extra) -> dict:
+    code, output = invoke("pretrain", "--model", model, "--data", world / "captions.yaml", "--run-dir", out,
+                          "--limit", 48, "--no-progress", *extra)
+    assert code == 0, output
+    return json.loads((out / "run.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def pixelbert_pretrained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "pixelbert"
+    pretrain(world, out, "pixelbert", "--epochs", 2, "--batch-size", 16)
+    return out
+
+
+@pytest.fixture(scope="module")
+def soho_pretrained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pretrain") / "soho"
+    pretrain(world, out, "soho", "--objectives", "mlm,itm,mvm", "--epochs", 1, "--dictionary-size", 32,
+             "--batch-size", 16)
+    return out
+
+
+def test_pixelbert_record_and_checkpoint(pixelbert_pretrained: Path) -> None:
+    record = json.loads((pixelbert_pretrained / "run.json").read_text())
+    assert record["kind"] == "pretrain" and record["model"] == "pixelbert" and record["seed"] == 0
+    assert record["config"]["objectives"] == ["mlm", "itm"]
+    assert record["config"]["pixel_sample"] == 6, "Pixel-BERT's 100-of-273 share of the tiny 4x4 grid"
+    for split in ("train", "val"):
+        assert record["data"]["splits"][split]["fingerprint"].startswith("sha256:")
+    val = record["metrics"]["val"]
+    assert val["mlm_predictions"] > 0 and val["itm_predictions"] == 48
+    assert 0 <= val["itm_accuracy"] <= 100 and val["mlm_loss"] > 0
+    train = record["train"]
+    assert train["steps"] == 6 and train["samples"] == 96 and train["samples_per_second"] > 0
+    assert len(train["history"]) == 2 and record["env"]["packages"]["torch"]
+    state, meta = load_checkpoint(pixelbert_pretrained / "checkpoint.safetensors")
+    assert meta["task"] == "pretrain" and meta["epoch"] == 2
+    model_keys = {k[len("model."):] for k in state if k.startswith("model.")}
+    assert model_keys == set(build_model(model_setup("pixelbert", "tiny")).state_dict())
+    assert {k.split(".")[1] for k in state if k.startswith("pretrain.")} == {"mlm", "itm"}
+    assert "pretrain.mlm.decoder.weight" not in state, "the tied decoder is the word embedding, saved once"
+    assert meta["model_config"]["visual"]["pixel_sample"] is None, "sampling never reaches fine-tuning"
+
+
+def test_pretraining_is_repeatable(world: Path, pixelbert_pretrained: Path, tmp_path: Path) -> None:
+    again = pretrain(world, tmp_path / "again", "pixelbert", "--epochs", 2, "--batch-size", 16)
+    first = json.loads((pixelbert_pretrained / "run.json").read_text())
+    assert again["metrics"]["val"] == first["metrics"]["val"]
+
+
+def test_run_init_fine_tunes_the_pretrained_model(world: Path, pixelbert_pretrained: Path, tmp_path: Path) -> None:
+    code, output = invoke("run", "--model", "pixelbert", "--task", "retrieval", "--data", world / "retrieval.yaml",
+                          "--init", pixelbert_pretrained / "checkpoint.safetensors", "--run-dir", tmp_path / "ft",
+                          "--epochs", 1, "--limit", 8, "--no-progress")
+    assert code == 0, output
+    record = json.loads((tmp_path / "ft" / "run.json").read_text())
+    assert record["config"]["init"].endswith("checkpoint.safetensors")
+
+
+def test_soho_pretrains_with_mvm_and_fine_tunes(world: Path, soho_pretrained: Path, tmp_path: Path) -> None:
+    record = json.loads((soho_pretrained / "run.json").read_text())
+    val = record["metrics"]["val"]
+    assert val["mvm_predictions"] > 0 and 0 <= val["mvm_accuracy"] <= 100
+    assert 1 <= val["dictionary_in_use"] <= 32 and 1.0 <= val["dictionary_perplexity"] <= 32
+    assert record["config"]["model"]["dictionary"]["size"] == 32
+    assert record["train"]["history"][0]["dictionary_momentum"] == pytest.approx(0.1)
+    with safe_open(str(soho_pretrained / "checkpoint.safetensors"), framework="pt") as handle:
+        assert handle.get_slice("model.visual_encoder.dictionary.embed").get_shape() == [32, 256]
+        assert handle.get_slice("pretrain.mvm.decoder.weight").get_shape() == [32, 256]
+    # --dictionary-size 32 differs from the tiny preset's 256: run --init takes the checkpoint's shape.
+    code, output = invoke("run", "--model", "soho", "--task", "nlvr2", "--data", world / "nlvr2.yaml",
+                          "--init", soho_pretrained / "checkpoint.safetensors", "--run-dir", tmp_path / "ft",
+                          "--epochs", 1, "--limit", 32, "--no-progress")
+    assert code == 0, output
+    ft = json.loads((tmp_path / "ft" / "run.json").read_text())
+    assert ft["config"]["model"]["dictionary"]["size"] == 32
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--model", "pixelbert", "--objectives", "mlm,mvm"), "needs a visual dictionary"),
+    (("--model", "pixelbert", "--objectives", "mlm,foo"), "objectives must be"),
+    (("--model", "textonly", "--objectives", "mlm", "--pixel-sample", "4"), "not pixels"),
+    (("--model", "textonly"), "no visual tokens"),
+    (("--model", "pixelbert", "--dictionary-size", "16"), "no visual dictionary"),
+])
+def test_bad_input_is_a_one_line_error(world: Path, tmp_path: Path, args, message) -> None:
+    code, output = invoke("pretrain", *args, "--data", world / "captions.yaml", "--run-dir", tmp_path / "x",
+                          "--limit", 4, "--no-progress")
+    assert code == 2 and message in output and "Traceback" not in output, output
+
+
+def test_wrong_spec_task_is_an_error(world: Path, tmp_path: Path) -> None:
+    code, output = invoke("pretrain", "--model", "pixelbert", "--data", world / "vqa.yaml", "--run-dir", tmp_path,
+                          "--no-progress")
+    assert code == 2 and "captions" in output

@@ -1,0 +1,130 @@
+"""SOHO's visual dictionary: straight-through gradient, moving-average update and schedule, dead entries, usage,
+and the SOHO encoder (dictionary kept at fine-tuning, MVM only when pre-training switches it on)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.errors import VlbenchError
+from harness.models import build_model, model_setup
+from pixelbert.config import DictionaryConfig
+from pixelbert.soho.encoder import SohoEncoder
+from pixelbert.soho.visual_dictionary import VisualDictionary, dictionary_usage
+
+
+def _dictionary(size: int = 4, dim: int = 3, **kw) -> VisualDictionary:
+    vd = VisualDictionary(DictionaryConfig(size=size, **kw), dim)
+    vd.embed.copy_(torch.eye(size, dim) * 10)  # well-separated entries
+    vd.idle_updates.zero_()  # not dead: keep the test about the moving average
+    return vd
+
+
+def test_lookup_is_nearest_entry_with_straight_through_gradient() -> None:
+    vd = _dictionary()
+    vd.eval()
+    x = torch.tensor([[9.0, 1.0, 0.0], [0.5, 8.0, 0.0]], requires_grad=True)
+    quantized, codes = vd(x)
+    assert codes.tolist() == [0, 1]
+    assert torch.allclose(quantized, vd.embed[codes]), "forward value is the entry"
+    weights = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    (quantized * weights).sum().backward()
+    assert torch.equal(x.grad, weights), "gradient passes to the feature unchanged"
+
+
+def test_moving_average_update_and_schedule() -> None:
+    vd = _dictionary(momentum=0.99, momentum_start=0.1)
+    vd.set_epoch(3)
+    assert vd.momentum == pytest.approx(0.3)
+    vd.set_epoch(50)
+    assert vd.momentum == pytest.approx(0.99), "capped at the paper's gamma"
+    vd.momentum = 0.5
+    vd.cluster_size.fill_(2.0)
+    vd.embed_sum.copy_(vd.embed * 2.0)
+    vd.train()
+    x = torch.tensor([[8.0, 0.0, 0.0], [10.0, 2.0, 0.0]])  # both nearest to entry 0
+    before = vd.embed.clone()
+    vd(x)
+    # counts: 0.5 * 2 + 0.5 * 2 = 2; sums: 0.5 * (20, 0, 0) + 0.5 * (18, 2, 0) = (19, 1, 0) -> mean (9.5, .5, 0)
+    assert vd.cluster_size[0].item() == pytest.approx(2.0)
+    assert torch.allclose(vd.embed[0], torch.tensor([9.5, 0.5, 0.0]), atol=1e-3)
+    # entries nobody chose keep their mean (their count and sum decay together)
+    assert torch.allclose(vd.embed[1:], before[1:], atol=1e-3)
+    vd.eval()
+    snapshot = vd.embed.clone()
+    vd(x)
+    assert torch.equal(vd.embed, snapshot), "no update in eval mode"
+
+
+def test_dead_entries_are_reseeded_from_current_features() -> None:
+    vd = _dictionary(size=4, dead_after=2)
+    vd.train()
+    x = torch.tensor([[9.0, 0.0, 0.0]] * 5)
+    vd(x)
+    assert vd.reseeded == 0
+    vd(x)  # entries 1..3 unused for 2 updates -> dead -> re-seeded from the batch's features
+    assert vd.reseeded == 3
+    assert torch.allclose(vd.embed[1:], x[:3])
+    assert (vd.idle_updates == 0).all()
+
+
+def test_fresh_dictionary_seeds_unused_entries_at_first_update() -> None:
+    vd = VisualDictionary(DictionaryConfig(size=8), 4)
+    vd.train()
+    x = torch.randn(64, 4) * 0.01 + 5
+    vd(x)
+    assert vd.reseeded >= 1
+    _, codes = vd(x)
+    assert codes.unique().numel() > 1, "the random init does not leave one entry taking everything"
+
+
+def test_usage_counts_entries_and_perplexity() -> None:
+    assert dictionary_usage(torch.tensor([5, 5, 5, 5])) == {"entries_in_use": 4, "perplexity": 4.0, "size": 4}
+    collapsed = dictionary_usage(torch.tensor([0, 12, 0, 0]))
+    assert collapsed["entries_in_use"] == 1 and collapsed["perplexity"] == 1.0
+
+
+def test_single_process_group_path(tmp_path) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        vd = _dictionary()
+        vd.train()
+        vd(torch.tensor([[9.0, 0.0, 0.0]]))
+        assert torch.isfinite(vd.embed).all()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_soho_encoder_in_fine_tuning_and_pretraining() -> None:
+    setup = model_setup("soho", "tiny")
+    assert setup.dictionary is not None and setup.dictionary.size == 256 and setup.visual.position_embedding
+    model = build_model(setup)
+    encoder = model.visual_encoder
+    assert isinstance(encoder, SohoEncoder)
+    images = torch.rand(2, 3, 64, 64)
+    encoder.train()
+    tokens = encoder(images)
+    assert tokens.codes.shape == (2, 16) and tokens.masked is None, "no MVM unless pre-training sets it"
+    tokens.features.sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.backbone.parameters()), \
+        "the CNN trains through the dictionary (straight-through)"
+    encoder.eval()  # no dropout: masked cells must carry exactly the [MASK] vector (+ type + position)
+    encoder.mvm_probability = 1.0
+    tokens = encoder(images)
+    assert tokens.masked.any(dim=1).all()
+    with torch.no_grad():
+        expected = encoder.output_norm(encoder.mask_embedding) + encoder.projection.type_embedding
+        position = encoder._position_embedding(4, 4, images.device)
+        b, n = tokens.masked.nonzero()[0].tolist()
+        assert torch.allclose(tokens.features[b, n], expected + position[n], atol=1e-5)
+    state = model.state_dict()
+    assert "visual_encoder.dictionary.embed" in state, "the dictionary is saved with the model"
+
+
+def test_dictionary_config_checks() -> None:
+    with pytest.raises(VlbenchError):
+        DictionaryConfig(size=1)
+    with pytest.raises(VlbenchError):
+        DictionaryConfig(momentum=1.0)
