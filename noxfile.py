@@ -29,3 +29,11 @@ def demo(session: nox.Session) -> None:
     """The main job on the embedded world: Pixel-BERT and the text-only floor on NLVR2, then scored."""
     for model in ("pixelbert", "textonly"):
         session.run("vlbench", "run", "--model", model, "--task", "nlvr2", "--run-dir", f"results/demo/{model}-nlvr2")
+
+
+@nox.session(venv_backend="none")
+def ablation(session: nox.Session) -> None:
+    """The pre-training ablation (no pre-training, MLM, ITM, MLM+ITM, +pixel sampling, SOHO MLM+ITM+MVM) on
+    VQA, NLVR2 and retrieval, with the tiny preset; writes results/ablation/ablation.md. Extra arguments pass
+    through, e.g. ``nox -s ablation -- --limit 256 --epochs 2``."""
+    session.run("vlbench", "pretrain-ablation", "--out", "results/ablation", "--no-progress", *session.posargs)

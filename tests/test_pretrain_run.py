@@ -117,3 +117,19 @@ def test_wrong_spec_task_is_an_error(world: Path, tmp_path: Path) -> None:
     code, output = invoke("pretrain", "--model", "pixelbert", "--data", world / "vqa.yaml", "--run-dir", tmp_path,
                           "--no-progress")
     assert code == 2 and "captions" in output
+
+
+def test_ablation_writes_the_table_and_reuses_finished_runs(world: Path, tmp_path: Path) -> None:
+    args = ("pretrain-ablation", "--out", tmp_path, "--world", world, "--variant", "scratch", "--variant", "mlm",
+            "--task", "nlvr2", "--limit", 8, "--epochs", 1, "--pretrain-epochs", 1, "--pretrain-limit", 16,
+            "--no-progress")
+    code, output = invoke(*args)
+    assert code == 0, output
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| pixelbert, no pre-training |" in table and "| pixelbert, MLM |" in table and "nlvr2 accuracy" in table
+    result = json.loads((tmp_path / "ablation.json").read_text())
+    assert result["rows"][1]["pretrain"]["samples_per_second"] > 0
+    assert (tmp_path / "mlm" / "nlvr2" / "run.json").is_file()
+    stamp = (tmp_path / "mlm" / "nlvr2" / "run.json").stat().st_mtime_ns
+    code, output = invoke(*args)
+    assert code == 0 and (tmp_path / "mlm" / "nlvr2" / "run.json").stat().st_mtime_ns == stamp, "reused"
