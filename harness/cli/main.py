@@ -41,10 +41,11 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from harness.cli import data_cmd, run_cmd, score_cmd
+    from harness.cli import data_cmd, detector_cmd, run_cmd, score_cmd
 
     cli.add_command(data_cmd.data)
     cli.add_command(score_cmd.score)
+    cli.add_command(detector_cmd.detector)
     for command in run_cmd.COMMANDS:
         cli.add_command(command)
 
