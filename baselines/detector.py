@@ -48,6 +48,8 @@ def build_detector(visual: VisualConfig, region: RegionConfig, num_classes: int)
 
     if num_classes < 1:
         raise VlbenchError(f"a detector needs at least one object class, got {num_classes}")
+    if region.backend != "torchvision":
+        require_detectron2()
     backbone = build_backbone(visual)
     size = detector_input_size(visual, region)
     anchors = AnchorGenerator(sizes=(region.anchor_sizes,), aspect_ratios=(region.aspect_ratios,))
@@ -66,6 +68,20 @@ def build_detector(visual: VisualConfig, region: RegionConfig, num_classes: int)
         rpn_batch_size_per_image=128, box_batch_size_per_image=64,
         box_score_thresh=0.01, box_detections_per_img=100,
     )
+
+
+def require_detectron2() -> None:
+    """The detectron2 backend is optional: a clear error where it is not installed (it is not on PyPI).
+
+    Where it is installed, a detectron2 extractor plugs in behind ``extract_regions``'s contract (boxes
+    normalised, features [K, D]); this build ships the interface and the check, not that adapter."""
+    try:
+        import detectron2  # noqa: F401
+    except ImportError:
+        raise VlbenchError("region backend 'detectron2' selected but detectron2 is not installed (it is not on "
+                           "PyPI; build it from source) - use the default backend 'torchvision'") from None
+    raise VlbenchError("region backend 'detectron2': the detectron2 extractor adapter is not part of this build; "
+                       "use backend 'torchvision', or import its features with `vlbench features import`")
 
 
 def num_classes_of(state: dict[str, Tensor]) -> int:

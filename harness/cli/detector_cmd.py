@@ -58,3 +58,27 @@ def train(data, run_dir, preset, epochs, limit, seed, overwrite, no_progress) ->
     quality = record.get("mAP") or {}
     click.echo(f"detector: box mAP {quality.get('map')} (AP50 {quality.get('map50')}) on {record['map_split']}, "
                f"{record['training']['wall_seconds']:.0f}s training -> {out}")
+
+
+@click.group()
+def features() -> None:
+    """Region feature caches: import precomputed bottom-up features."""
+
+
+@features.command(name="import")
+@click.option("--tsv", type=_existing_file, default=None,
+              help="Bottom-up TSV (image_id, image_w, image_h, num_boxes, boxes, features; base64 float32).")
+@click.option("--npz-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of per-image .npz files (x, bbox, num_bbox, image_h, image_w).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Cache folder to write (memory-mappable .npy arrays keyed by image id).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def import_(tsv, npz_dir, out, no_progress) -> None:
+    """Convert precomputed region features into a vlbench feature cache."""
+    from baselines.importers import import_npz, import_tsv
+
+    if (tsv is None) == (npz_dir is None):
+        raise click.UsageError("give exactly one of --tsv and --npz-dir")
+    cache = import_tsv(tsv, out, not no_progress) if tsv else import_npz(npz_dir, out, not no_progress)
+    click.echo(f"imported {len(cache)} images, {cache.features.shape[0]} boxes of dimension {cache.feature_dim} "
+               f"-> {out}")

@@ -46,6 +46,7 @@ def _register_commands() -> None:
     cli.add_command(data_cmd.data)
     cli.add_command(score_cmd.score)
     cli.add_command(detector_cmd.detector)
+    cli.add_command(detector_cmd.features)
     for command in run_cmd.COMMANDS:
         cli.add_command(command)
 
