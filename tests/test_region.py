@@ -20,7 +20,7 @@ from baselines.coco_boxes import load_coco_boxes
 from baselines.detector import build_detector, evaluate_map, load_detector, save_detector, train_detector
 from baselines.feature_cache import open_cache
 from baselines.grid_encoder import GridEncoder
-from baselines.importers import import_npz, import_tsv
+from baselines.importers import import_tsv
 from baselines.region_encoder import RegionEncoder
 from baselines.region_setup import extraction_stamp, fill_cache, image_id_of
 from baselines.regions import box_geometry, extract_regions
