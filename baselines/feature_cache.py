@@ -6,7 +6,7 @@ Layout (ragged: images have different numbers of boxes, so rows are concatenated
     ids.json       image ids, one per image, in row order
     digests.json   content digest of the pixels each row was extracted from ("" for imported features)
     offsets.npy    [N + 1] int64: image i owns rows offsets[i]:offsets[i + 1]
-    features.npy   [T, D] float16 region features
+    features.npy   [T, D] float32 region features
     boxes.npy      [T, 4] float32 normalised (x1, y1, x2, y2)
 
 A cache is only ever used with the stamp it was written with: :func:`open_cache` with an ``expect`` stamp raises
@@ -141,12 +141,12 @@ def write_cache(path: Path, stamp: dict[str, Any], images: Iterable[CachedImage]
             raise VlbenchError(f"image {item.image_id}: {len(f)} feature rows but {len(b)} boxes")
         ids.append(item.image_id)
         digests.append(item.digest)
-        feats.append(f.astype(np.float16))
+        feats.append(f)  # float32: cached and live tokens agree exactly
         boxes.append(b)
         offsets.append(offsets[-1] + len(f))
     temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        np.save(temp / "features.npy", np.concatenate(feats) if feats else np.zeros((0, feature_dim), np.float16))
+        np.save(temp / "features.npy", np.concatenate(feats) if feats else np.zeros((0, feature_dim), np.float32))
         np.save(temp / "boxes.npy", np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32))
         np.save(temp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         write_json(temp / "ids.json", ids, indent=None)

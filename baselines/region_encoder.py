@@ -6,7 +6,7 @@ The detector is frozen (trained beforehand on the boxes, or loaded); only the pr
 Tasks hand every encoder image tensors, not ids. The encoder therefore looks each image up by a digest of its
 pixels in the attached feature cache (filled before training, keyed by image id, see ``region_setup``); an
 image that is not in the cache is run through the detector there and then. Both paths give the same tokens
-(up to the cache's float16 storage), so the cache only saves time and never changes results.
+so the cache only saves time and never changes results.
 """
 
 from __future__ import annotations
