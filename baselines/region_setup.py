@@ -179,11 +179,12 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
     new: dict[str, CachedImage] = {}
     fallback = 0
     encoder.detector.eval()
+    device = next(encoder.detector.parameters()).device
     start = time.perf_counter()
     for begin in tqdm(range(0, len(todo), batch_size), desc="extract regions", disable=not progress,
                       leave=False, unit="batch"):
         chunk = todo[begin:begin + batch_size]
-        batch = torch.from_numpy(np.stack([pixels[p] for p in chunk])).float().div_(255.0)
+        batch = torch.from_numpy(np.stack([pixels[p] for p in chunk])).to(device).float().div_(255.0)
         boxes = None
         if region.boxes == "gt":
             missing = [p for p in chunk if p not in gt]
@@ -193,7 +194,8 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
             boxes = [gt[p] for p in chunk]
         for p, r in zip(chunk, extract_regions(encoder.detector, batch, region, boxes)):
             fallback += int(r.fallback)
-            new[image_id_of(p)] = CachedImage(image_id_of(p), r.features.numpy(), r.boxes.numpy(), digests[p])
+            new[image_id_of(p)] = CachedImage(image_id_of(p), r.features.cpu().numpy(), r.boxes.cpu().numpy(),
+                                              digests[p])
     seconds = time.perf_counter() - start
     keep = [item for item in (old.items() if old is not None else []) if item.image_id not in new]
     if new or old is None:

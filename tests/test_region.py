@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from baselines.coco_boxes import load_coco_boxes
-from baselines.detector import build_detector, evaluate_map, load_detector, save_detector, train_detector
+from baselines.detector import build_detector, evaluate_map, load_detector
 from baselines.feature_cache import open_cache
 from baselines.grid_encoder import GridEncoder
 from baselines.importers import import_tsv
