@@ -279,3 +279,33 @@ def test_region_config_round_trips_and_old_configs_still_load() -> None:
     assert "region" not in TINY.to_dict() and ModelConfig.from_dict(TINY.to_dict()) == TINY
     with pytest.raises(VlbenchError, match="unknown keys"):
         ModelConfig.from_dict({**config.to_dict(), "region": {**REGION.to_dict(), "typo": 1}})
+
+
+def _small_boxes_spec(world: Path, folder: Path, n: int = 16) -> Path:
+    """The world's VQA spec with box files cut to the first ``n`` images (a detector trains in seconds)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_text = (world / "vqa.yaml").read_text()
+    for split in ("train", "val", "test"):
+        data = json.loads((world / "coco" / f"instances_{split}.json").read_text())
+        keep = {img["id"] for img in data["images"][:n]}
+        data["images"] = [img for img in data["images"] if img["id"] in keep]
+        data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+        (folder / f"boxes_{split}.json").write_text(json.dumps(data))
+        spec_text = spec_text.replace(f"boxes: coco/instances_{split}.json", f"boxes: {folder}/boxes_{split}.json")
+    spec_text = spec_text.replace(": vqa/", f": {world}/vqa/").replace("images: images/", f"images: {world}/images/")
+    (folder / "vqa.yaml").write_text(spec_text)
+    return folder / "vqa.yaml"
+
+
+def test_first_run_trains_the_detector_and_later_runs_reuse_it(world: Path, tmp_path: Path) -> None:
+    from baselines.region_setup import DetectorSource, resolve_detector
+
+    spec = load_spec(_small_boxes_spec(world, tmp_path / "spec"))
+    region = replace(REGION, detector_epochs=1)
+    first, info = resolve_detector(TINY.visual, region, spec, DetectorSource(progress=False))
+    assert info["trained_now"] and info["map_split"] == "test" and "map" in info["mAP"]
+    again, info2 = resolve_detector(TINY.visual, region, spec, DetectorSource(progress=False))
+    assert not info2["trained_now"] and info2["hash"] == info["hash"] and info2["path"] == info["path"]
+    # Another detector setting is another detector, never the cached one.
+    _, info3 = resolve_detector(TINY.visual, replace(region, detector_lr=0.01), spec, DetectorSource(progress=False))
+    assert info3["trained_now"] and info3["path"] != info["path"]
