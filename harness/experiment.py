@@ -20,7 +20,15 @@ from harness.checkpoints import load_checkpoint, read_checkpoint_meta, save_chec
 from harness.data.spec import DatasetSpec, load_spec
 from harness.errors import VlbenchError
 from harness.fileio import write_json
-from harness.models import ModelSetup, build_model, load_pretrained_parts, model_setup, trainable_cnn
+from harness.models import (
+    MODELS,
+    ModelSetup,
+    PrepareContext,
+    build_model,
+    load_pretrained_parts,
+    model_setup,
+    trainable_cnn,
+)
 from harness.records.run_record import build_run_record, write_run_record
 from harness.tasks import TASKS, load_all
 from harness.tasks.base import Evaluation, Task
@@ -52,6 +60,12 @@ class RunOptions:
     progress: bool = True
     limit: int | None = None
     train_overrides: dict[str, Any] = field(default_factory=dict)
+    detector: Path | None = None
+    """Region/grid models: a trained detector file (else one is trained on the boxes, or found cached)."""
+    detector_data: Path | None = None
+    """Region/grid models: a spec whose train split has COCO boxes to train the detector on."""
+    boxes: str | None = None
+    """Region model: ``detector`` (default) or ``gt`` (annotated boxes, the oracle upper bound)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -127,13 +141,26 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
                           text_init_layers=options.text_init_layers, cnn_init=options.cnn_init)
     if options.init is not None:
         config = _init_setup(config, options.init)
+    if options.boxes is not None:
+        if config.config.region is None or options.model != "region":
+            raise VlbenchError("--boxes applies only to --model region")
+        config = replace(config, config=replace(config.config, region=replace(config.config.region,
+                                                                               boxes=options.boxes)))
     tokenizer = load_tokenizer()
-    task: Task = task_cls(spec, ImageTensors(config.visual.image_size), TextBatcher(tokenizer, train_config.max_text_len),
-                          train_config, limit=options.limit)
+    images = ImageTensors(config.visual.image_size)
+    task: Task = task_cls(spec, images, TextBatcher(tokenizer, train_config.max_text_len), train_config,
+                          limit=options.limit)
     task.prepare_training()
     splits = ["train", *_present(spec, EVAL_SPLITS)]
     data_record = _data_record(task, splits, train_config.max_text_len)
 
+    # Model-specific work before training (region: detector + feature cache); may refine the setup.
+    prepared = MODELS.get(options.model)().prepare(config, PrepareContext(
+        spec=spec, task=task, images=images, splits=splits, progress=options.progress, seed=options.seed,
+        options={"detector": options.detector, "detector_data": options.detector_data,
+                 "embedded_world": options.data is None}))
+    if prepared is not None:
+        config = prepared.setup
     model = build_model(config)
     load_pretrained_parts(model, config)
     if options.init is not None:
@@ -141,6 +168,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     head = task.build_head(config.transformer.hidden_size)
     model.to(device)
     head.to(device)
+    visual_record = prepared.finish(model) if prepared is not None else None
 
     checkpoint_path = options.run_dir / CHECKPOINT_NAME
     meta_base = {"model": options.model, "task": options.task, "model_config": config.to_dict(),
@@ -170,6 +198,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
                "parameters": sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in head.parameters())},
         evaluation=eval_record, files=files, device=device,
     )
+    if visual_record is not None:
+        record["visual_encoder"] = visual_record
     write_run_record(options.run_dir, record)
     return record
 

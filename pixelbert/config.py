@@ -134,6 +134,73 @@ class VisualConfig:
         return cls(**_from_dict(cls, data, "visual"))
 
 
+REGION_BOXES = ("detector", "gt")
+REGION_BACKENDS = ("torchvision", "detectron2")
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """The region baseline: the Faster R-CNN detector (its backbone is ``VisualConfig``'s CNN, so region and
+    pixel models compare at equal backbone) and how its detections become region tokens.
+
+    Everything here changes the features, so all of it goes into the detector / feature-cache stamps.
+    """
+
+    num_classes: int = 0
+    """Object classes of the detector (without background); 0 until a detector is trained or loaded."""
+    boxes: str = "detector"
+    """``detector``: the detector's top boxes; ``gt``: the annotated boxes (oracle-detector upper bound)."""
+    backend: str = "torchvision"
+    """``torchvision`` Faster R-CNN (default) or ``detectron2`` (optional, only where it is installed)."""
+    detector_size: int = 0
+    """Square size the detector sees (0 = the visual config's image_size)."""
+    anchor_sizes: tuple[int, ...] = (8, 16, 32)
+    """Anchor side lengths in detector-input pixels (torchvision's defaults, 32-512, suit 800 px images)."""
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    roi_size: int = 5
+    """RoIAlign output side (torchvision uses 7 at 800 px; 5 on a 64 px image's 8x8 map, and 4x cheaper
+    RoIAlign backward on a CPU)."""
+    representation_size: int = 256
+    """Width of the box head's two-layer MLP: the region feature dimension."""
+    score_threshold: float = 0.2
+    """Bottom-up attention's confidence threshold on the best non-background class score."""
+    nms_iou: float = 0.3
+    """Class-agnostic NMS IoU (bottom-up attention: 0.3)."""
+    min_boxes: int = 10
+    max_boxes: int = 36
+    """Keep boxes above the threshold, at least ``min_boxes`` (best first) and at most ``max_boxes``."""
+    detector_epochs: int = 4
+    detector_lr: float = 0.02
+    detector_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "anchor_sizes", tuple(int(a) for a in self.anchor_sizes))
+        object.__setattr__(self, "aspect_ratios", tuple(float(a) for a in self.aspect_ratios))
+        if self.boxes not in REGION_BOXES:
+            raise VlbenchError(f"region boxes must be one of {REGION_BOXES}, got {self.boxes!r}")
+        if self.backend not in REGION_BACKENDS:
+            raise VlbenchError(f"region backend must be one of {REGION_BACKENDS}, got {self.backend!r}")
+        if not 1 <= self.min_boxes <= self.max_boxes:
+            raise VlbenchError(f"need 1 <= min_boxes <= max_boxes, got {self.min_boxes}, {self.max_boxes}")
+        if not 0.0 <= self.score_threshold < 1.0 or not 0.0 < self.nms_iou <= 1.0:
+            raise VlbenchError("score_threshold must be in [0, 1) and nms_iou in (0, 1]")
+        if not self.anchor_sizes or not self.aspect_ratios or min(self.anchor_sizes) < 1:
+            raise VlbenchError("anchor_sizes and aspect_ratios must be non-empty and positive")
+        if self.num_classes < 0:
+            raise VlbenchError(f"num_classes must be >= 0, got {self.num_classes}")
+        if self.detector_size < 0 or self.roi_size < 1 or self.representation_size < 1:
+            raise VlbenchError("detector_size >= 0, roi_size >= 1 and representation_size >= 1 required")
+        if self.detector_epochs < 1 or self.detector_batch_size < 1 or self.detector_lr <= 0:
+            raise VlbenchError("detector epochs, batch size and learning rate must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RegionConfig:
+        return cls(**_from_dict(cls, data, "region"))
+
+
 @dataclass(frozen=True)
 class DictionaryConfig:
     """SOHO's visual dictionary: a codebook of ``size`` entries updated by moving average (not by gradients).
@@ -176,28 +243,34 @@ class DictionaryConfig:
 class ModelConfig:
     """A whole model: the shared transformer plus the visual encoder's settings.
 
-    ``dictionary`` is set only for models with a visual dictionary (SOHO); it is left out of ``to_dict`` when
-    None, so records and checkpoints of other models look as they did before it existed.
+    ``dictionary`` is set only for models with a visual dictionary (SOHO); ``region`` only for the region model
+    (and the grid model, whose frozen CNN is the detector's backbone). Each is left out of ``to_dict`` when None,
+    so records and checkpoints of other models look as they did before it existed.
     """
 
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     visual: VisualConfig = field(default_factory=VisualConfig)
     dictionary: DictionaryConfig | None = None
+    region: RegionConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"transformer": self.transformer.to_dict(), "visual": self.visual.to_dict()}
         if self.dictionary is not None:
             out["dictionary"] = self.dictionary.to_dict()
+        if self.region is not None:
+            out["region"] = self.region.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = _from_dict(cls, data, "model")
         dictionary = data.get("dictionary")
+        region = data.get("region")
         return cls(
             transformer=TransformerConfig.from_dict(data.get("transformer", {})),
             visual=VisualConfig.from_dict(data.get("visual", {})),
             dictionary=None if dictionary is None else DictionaryConfig.from_dict(dictionary),
+            region=None if region is None else RegionConfig.from_dict(region),
         )
 
 

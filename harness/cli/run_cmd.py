@@ -27,7 +27,8 @@ def _summary(record: dict) -> str:
 
 @click.command()
 @click.option("--model", type=click.Choice(MODELS.names()), required=True,
-              help="Visual encoder: pixelbert (trainable CNN pixels) or textonly (no visual tokens).")
+              help="Visual encoder: pixelbert (trainable CNN pixels), grid (frozen CNN pixels), region (Faster "
+                   "R-CNN RoI features of the top boxes + box geometry) or textonly (no visual tokens).")
 @click.option("--task", type=click.Choice(TASKS.names()), required=True, help="Task to fine-tune and evaluate.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where run.json, predictions and the checkpoint go.")
@@ -53,6 +54,14 @@ def _summary(record: dict) -> str:
 @click.option("--text-init-layers", type=click.IntRange(min=1), default=None,
               help="With --text-init: keep only the first N layers.")
 @click.option("--cnn-init", type=_existing_file, default=None, help="Local torchvision state dict for the CNN.")
+@click.option("--detector", type=_existing_file, default=None,
+              help="region/grid: a trained detector (`vlbench detector train` output, or a torchvision Faster "
+                   "R-CNN state dict). Default: train one on the spec's COCO boxes the first time, then reuse it.")
+@click.option("--detector-data", type=_existing_file, default=None,
+              help="region/grid: spec whose train split has COCO boxes to train the detector on (default: this "
+                   "spec, or the embedded world's scenes for NLVR2).")
+@click.option("--boxes", type=click.Choice(["detector", "gt"]), default=None,
+              help="region: the detector's top boxes (default) or the annotated boxes (oracle upper bound).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Use only the first N examples (retrieval: images) of every split, for quick checks and CI "
@@ -60,7 +69,8 @@ def _summary(record: dict) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, batch_size, lr, cnn_lr, cnn_optimizer, grad_accum,
-        hard_negatives, init, text_init, text_init_layers, cnn_init, limit, device, overwrite, no_progress) -> None:
+        hard_negatives, init, text_init, text_init_layers, cnn_init, detector, detector_data, boxes, limit, device,
+        overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
 
     Test predictions are written in the official formats: predictions_test.json (VQA results),
@@ -76,6 +86,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, batch_size, lr, cnn_lr
         model=model, task=task, run_dir=run_dir, data=data, preset=preset, seed=seed, init=init,
         text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
         overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
+        detector=detector, detector_data=detector_data, boxes=boxes,
     ))
     click.echo(f"{model} on {task}: {_summary(record)}  ({record['train']['wall_seconds']:.0f}s training, "
                f"{record['train']['samples_per_second']} samples/s) -> {run_dir / 'run.json'}")

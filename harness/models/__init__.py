@@ -5,7 +5,8 @@ transformer and heads. Each file here registers one visual-encoder recipe in :da
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,28 @@ from pixelbert.pretrained import load_bert_weights, transformer_config_from_fold
 from pixelbert.visual import VisualEncoder
 
 MODELS: Registry = Registry("model")
+
+
+@dataclass
+class PrepareContext:
+    """What a model may need before training: the run's data (to train a detector, fill a feature cache)."""
+
+    spec: Any  # DatasetSpec
+    task: Any  # Task: its image_paths(split) names every image the run will show the model
+    images: Any  # ImageTensors: the exact pixels the model will be given
+    splits: list[str]
+    options: dict[str, Any] = field(default_factory=dict)  # model-specific CLI options (e.g. --detector)
+    progress: bool = True
+    seed: int = 0
+
+
+@dataclass
+class Prepared:
+    """``setup``: the setup to build (e.g. with the detector's class count); ``finish(model)`` runs after
+    the model is built and returns what run.json records about the visual encoder."""
+
+    setup: ModelSetup
+    finish: Callable[[VisionLanguageModel], dict[str, Any]]
 
 
 class ModelRecipe(ABC):
@@ -39,6 +62,10 @@ class ModelRecipe(ABC):
 
     def load_cnn(self, encoder: VisualEncoder, path: Path) -> None:
         raise VlbenchError(f"this model has no CNN to initialise from {path}")
+
+    def prepare(self, setup: ModelSetup, context: PrepareContext) -> Prepared | None:
+        """Work before training (the region model trains/loads its detector and fills its cache)."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -69,7 +96,7 @@ class ModelSetup:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelSetup:
-        parts = {key: data[key] for key in ("transformer", "visual", "dictionary") if key in data}
+        parts = {key: data[key] for key in ("transformer", "visual", "dictionary", "region") if key in data}
         config = ModelConfig.from_dict(parts)
         return cls(name=data["name"], config=config, text_init=data.get("text_init"),
                    text_init_layers=data.get("text_init_layers"), cnn_init=data.get("cnn_init"))
@@ -77,7 +104,7 @@ class ModelSetup:
 
 def load_all_models() -> None:
     """Import the model modules so that they register themselves."""
-    from harness.models import pixelbert, soho, textonly  # noqa: F401
+    from harness.models import grid, pixelbert, region, soho, textonly  # noqa: F401
 
 
 def model_setup(name: str, preset: str, *, text_init: Path | None = None, text_init_layers: int | None = None,

@@ -79,6 +79,10 @@ class Task(ABC):
     def summary(self, split: str) -> dict[str, Any]:
         return {"examples": len(self.examples(split))}
 
+    def image_paths(self, split: str) -> list[Path]:
+        """Every image file the split uses, once each (e.g. to extract and cache region features)."""
+        raise NotImplementedError(f"task {self.name!r} does not list its images")
+
     # --- model ------------------------------------------------------------------------------------------
     @abstractmethod
     def build_head(self, hidden_size: int) -> nn.Module: ...

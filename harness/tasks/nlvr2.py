@@ -46,6 +46,9 @@ class Nlvr2Task(Task):
     def fingerprint(self, split: str) -> str:
         return nlvr2_fingerprint(self.examples(split))
 
+    def image_paths(self, split: str) -> list[Path]:
+        return list(dict.fromkeys([p for e in self.examples(split) for p in (e.left_image, e.right_image)]))
+
     def texts(self, split: str) -> list[str]:
         return [e.sentence for e in self.examples(split)]
 

@@ -52,6 +52,9 @@ class RetrievalTask(Task):
     def fingerprint(self, split: str) -> str:
         return retrieval_fingerprint(self.examples(split))
 
+    def image_paths(self, split: str) -> list[Path]:
+        return list(dict.fromkeys([image.path for image in self.examples(split)]))
+
     def texts(self, split: str) -> list[str]:
         return [c for image in self.examples(split) for c in image.captions]
 

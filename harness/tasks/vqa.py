@@ -45,6 +45,9 @@ class VqaTask(Task):
     def fingerprint(self, split: str) -> str:
         return vqa_fingerprint(self.examples(split))
 
+    def image_paths(self, split: str) -> list[Path]:
+        return list(dict.fromkeys([e.image_path for e in self.examples(split)]))
+
     def texts(self, split: str) -> list[str]:
         return [e.question for e in self.examples(split)]
 

@@ -1,0 +1,92 @@
+"""COCO-format box annotations (``instances_*.json``) of a dataset split, matched to the split's image files.
+
+The detector trains and is scored on these; ``--boxes gt`` uses them as the oracle detector. An annotation
+file names images by ``file_name`` and ``id``; the spec's image template (VQA: over ``image_id``) or image
+root (Karpathy: ``root/file_name``) says where the files are, exactly as the task's own loader resolves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.data.spec import DatasetSpec, KarpathySplitSpec, VqaSplitSpec
+from harness.errors import DataError
+from harness.fileio import read_json
+
+
+@dataclass(frozen=True)
+class BoxedImage:
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    boxes: torch.Tensor  # [N, 4] float, absolute (x1, y1, x2, y2) in the image's own pixels
+    labels: torch.Tensor  # [N] long, COCO category ids
+
+
+@dataclass(frozen=True)
+class CocoBoxes:
+    file: Path
+    categories: dict[int, str]  # COCO category id -> name
+    images: list[BoxedImage]
+
+
+def split_boxes_file(spec: DatasetSpec, split: str) -> Path | None:
+    entry = spec.split(split)
+    return getattr(entry, "boxes", None)
+
+
+def load_coco_boxes(spec: DatasetSpec, split: str) -> CocoBoxes:
+    """The split's boxes with the image file each belongs to; a clear error when the spec has none."""
+    path = split_boxes_file(spec, split)
+    if path is None:
+        raise DataError(f"{spec.path}: split {split!r} has no 'boxes:' (COCO instances) file; the detector needs "
+                        "box annotations (pass --detector CK to use a trained one)")
+    data = read_json(path)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
+                                                                                       "categories")):
+        raise DataError(f"{path}: expected COCO instances JSON with images, annotations and categories lists")
+    try:
+        categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        per_image: dict[int, list[dict]] = {}
+        for ann in data["annotations"]:
+            if not ann.get("iscrowd", 0):
+                per_image.setdefault(int(ann["image_id"]), []).append(ann)
+        images = []
+        locate = _locator(spec, split, path)
+        for info in data["images"]:
+            image_id = int(info["id"])
+            anns = [a for a in per_image.get(image_id, []) if a["bbox"][2] > 0 and a["bbox"][3] > 0]
+            if any(int(a["category_id"]) not in categories for a in anns):
+                raise DataError(f"{path}: image {image_id} has an annotation with an unknown category_id")
+            boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                   a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32).reshape(-1, 4)
+            labels = torch.tensor([int(a["category_id"]) for a in anns], dtype=torch.long)
+            images.append(BoxedImage(image_id, locate(info), int(info["width"]),
+                                     int(info["height"]), boxes, labels))
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(f"{path}: malformed COCO instances entry ({type(exc).__name__}: {exc})") from None
+    return CocoBoxes(path, categories, images)
+
+
+def _locator(spec: DatasetSpec, split: str, path: Path):
+    """COCO image record -> file, resolved the way the task's loader resolves it."""
+    entry = spec.split(split)
+    if isinstance(entry, VqaSplitSpec):
+        return lambda info: entry.images.fill(image_id=int(info["id"]))
+    if isinstance(entry, KarpathySplitSpec):
+        from harness.data.karpathy import load_karpathy_split
+
+        by_name = {image.path.name: image.path for image in load_karpathy_split(spec, split)}
+
+        def locate(info: dict) -> Path:
+            try:
+                return by_name[str(info["file_name"])]
+            except KeyError:
+                raise DataError(f"{path}: image {info['file_name']!r} is not in the Karpathy split {split!r}") from None
+
+        return locate
+    raise DataError(f"{path}: boxes can be matched to images only in VQA and Karpathy specs")

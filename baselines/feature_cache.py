@@ -1,0 +1,167 @@
+"""The region feature cache: a folder of ``.npy`` arrays, memory-mapped on read, keyed by image id.
+
+Layout (ragged: images have different numbers of boxes, so rows are concatenated with offsets)::
+
+    meta.json      format, stamp (who made it: detector hash + config, or the imported file), feature_dim
+    ids.json       image ids, one per image, in row order
+    digests.json   content digest of the pixels each row was extracted from ("" for imported features)
+    offsets.npy    [N + 1] int64: image i owns rows offsets[i]:offsets[i + 1]
+    features.npy   [T, D] float32 region features
+    boxes.npy      [T, 4] float32 normalised (x1, y1, x2, y2)
+
+A cache is only ever used with the stamp it was written with: :func:`open_cache` with an ``expect`` stamp raises
+on any difference (another detector, another extraction config, another feature dimension), so a stale cache
+is never used silently. Writes go to a temporary folder renamed into place, so a reader never sees half a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import VlbenchError
+from harness.fileio import write_json
+
+CACHE_FORMAT = "vlbench-region-cache-v1"
+
+
+def stamp_hash(stamp: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pixel_digest(pixels: np.ndarray) -> str:
+    """Digest of a uint8 image array: ties a cached row to the exact pixels the model is given."""
+    return hashlib.blake2b(np.ascontiguousarray(pixels).tobytes(), digest_size=12).hexdigest()
+
+
+@dataclass
+class CachedImage:
+    image_id: str
+    features: np.ndarray  # [K, D]
+    boxes: np.ndarray  # [K, 4] normalised
+    digest: str = ""
+
+
+class FeatureCache:
+    """A read-only, memory-mapped cache; ``row(image_id)`` -> (features [K, D], boxes [K, 4])."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        try:
+            self.meta = json.loads(meta_path.read_text())
+            if self.meta.get("format") != CACHE_FORMAT:
+                raise VlbenchError(f"{self.path}: not a vlbench region feature cache")
+            self.ids: list[str] = json.loads((self.path / "ids.json").read_text())
+            self.digests: list[str] = json.loads((self.path / "digests.json").read_text())
+            self.offsets = np.load(self.path / "offsets.npy")
+            self.features = np.load(self.path / "features.npy", mmap_mode="r")
+            self.boxes = np.load(self.path / "boxes.npy", mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise VlbenchError(f"{self.path}: unreadable region feature cache ({type(exc).__name__}: {exc}); "
+                               "delete it to rebuild") from None
+        n = len(self.ids)
+        if len(self.digests) != n or self.offsets.shape != (n + 1,) or self.features.shape[0] != self.offsets[-1] \
+                or self.boxes.shape != (self.features.shape[0], 4):
+            raise VlbenchError(f"{self.path}: inconsistent region feature cache (array sizes disagree); delete it")
+        self.index = {image_id: i for i, image_id in enumerate(self.ids)}
+
+    @property
+    def stamp(self) -> dict[str, Any]:
+        return self.meta["stamp"]
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self.index
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        begin, end = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.features[begin:end], self.boxes[begin:end]
+
+    def get(self, image_id: str) -> CachedImage:
+        i = self.index[image_id]
+        features, boxes = self.row(i)
+        return CachedImage(image_id, np.asarray(features), np.asarray(boxes), self.digests[i])
+
+    def items(self) -> Iterable[CachedImage]:
+        for image_id in self.ids:
+            yield self.get(image_id)
+
+
+def open_cache(path: Path, expect: dict[str, Any] | None = None, feature_dim: int | None = None) -> FeatureCache:
+    """Open a cache, refusing one made by another detector/config (``expect``) or of another feature size."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        raise VlbenchError(f"{path}: no region feature cache here (meta.json missing)")
+    cache = FeatureCache(path)
+    if expect is not None and cache.stamp != expect:
+        differing = sorted(k for k in set(expect) | set(cache.stamp) if expect.get(k) != cache.stamp.get(k))
+        raise VlbenchError(f"{path}: feature cache was made by another detector or config (differs in "
+                           f"{', '.join(differing)}); delete it or point to a matching one")
+    if feature_dim is not None and cache.feature_dim != feature_dim:
+        raise VlbenchError(f"{path}: cached region features have dimension {cache.feature_dim} but the model "
+                           f"expects {feature_dim} (set region representation_size to {cache.feature_dim})")
+    return cache
+
+
+def write_cache(path: Path, stamp: dict[str, Any], images: Iterable[CachedImage], feature_dim: int,
+                extra_meta: dict[str, Any] | None = None) -> FeatureCache:
+    """Write a complete cache atomically (temporary folder, then rename over ``path``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ids, digests, offsets, feats, boxes = [], [], [0], [], []
+    seen: set[str] = set()
+    for item in images:
+        if item.image_id in seen:
+            raise VlbenchError(f"image id {item.image_id!r} appears twice in the features written to {path}")
+        seen.add(item.image_id)
+        f = np.asarray(item.features, dtype=np.float32)
+        if f.size == 0:
+            f = f.reshape(0, feature_dim)
+        if f.ndim != 2 or f.shape[1] != feature_dim:
+            raise VlbenchError(f"image {item.image_id}: features of shape {tuple(f.shape)}, expected "
+                               f"[boxes, {feature_dim}]")
+        b = np.asarray(item.boxes, dtype=np.float32).reshape(-1, 4)
+        if len(b) != len(f):
+            raise VlbenchError(f"image {item.image_id}: {len(f)} feature rows but {len(b)} boxes")
+        ids.append(item.image_id)
+        digests.append(item.digest)
+        feats.append(f)  # float32: cached and live tokens agree exactly
+        boxes.append(b)
+        offsets.append(offsets[-1] + len(f))
+    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        np.save(temp / "features.npy", np.concatenate(feats) if feats else np.zeros((0, feature_dim), np.float32))
+        np.save(temp / "boxes.npy", np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32))
+        np.save(temp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
+        write_json(temp / "ids.json", ids, indent=None)
+        write_json(temp / "digests.json", digests, indent=None)
+        write_json(temp / "meta.json", {"format": CACHE_FORMAT, "stamp": stamp, "stamp_hash": stamp_hash(stamp),
+                                        "feature_dim": feature_dim, "images": len(ids), "boxes": offsets[-1],
+                                        **(extra_meta or {})})
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.rename(path, old)
+            os.rename(temp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(temp, path)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    return FeatureCache(path)

@@ -1,0 +1,230 @@
+"""What a region (or grid) run does before training: get the detector, then fill the feature cache.
+
+1. :func:`resolve_detector`: ``--detector CK`` if given; else the detector trained on this dataset's boxes with
+   these settings, found in ``$VLBENCH_CACHE/detectors`` or trained now (and its held-out box mAP measured).
+2. :func:`fill_cache`: every image of the task's splits gets region features, cached on disk keyed by image id
+   and stamped with the detector hash and extraction config; only images missing from the cache are extracted.
+   The time per extracted image is measured and recorded in run.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from baselines.coco_boxes import CocoBoxes, load_coco_boxes, split_boxes_file
+from baselines.detector import build_detector, evaluate_map, load_detector, save_detector, train_detector
+from baselines.feature_cache import (
+    CachedImage,
+    FeatureCache,
+    open_cache,
+    pixel_digest,
+    stamp_hash,
+    write_cache,
+)
+from baselines.region_encoder import RegionEncoder, pixels_uint8
+from baselines.regions import extract_regions
+from harness.batches import ImageTensors
+from harness.data.spec import DatasetSpec, load_spec
+from harness.errors import VlbenchError
+from harness.world.cache import cache_root, default_world
+from pixelbert.config import RegionConfig, VisualConfig
+
+SPLITS = ("train", "val", "test")
+_TRAILING_ID = re.compile(r"_0*(\d+)$")
+
+
+def image_id_of(path: Path) -> str:
+    """The id a cache row is keyed by: COCO-style names (``COCO_val2014_000000123456.jpg``, ``world_000001``)
+    give the integer id ("123456"), as bottom-up feature files key them; other names their stem."""
+    match = _TRAILING_ID.search(path.stem)
+    return str(int(match.group(1))) if match else path.stem
+
+
+@dataclass
+class DetectorSource:
+    """Where a run's detector comes from (CLI options), and what the run is on."""
+
+    detector: Path | None = None
+    detector_data: Path | None = None
+    embedded_world: bool = False
+    features: Path | None = None
+    progress: bool = True
+    seed: int = 0
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _boxes_spec(spec: DatasetSpec, source: DetectorSource) -> DatasetSpec:
+    if source.detector_data is not None:
+        return load_spec(source.detector_data)
+    if "train" in spec.splits and split_boxes_file(spec, "train") is not None:
+        return spec
+    if source.embedded_world:  # NLVR2 pair images carry no boxes; the world's scenes do
+        return load_spec(default_world(progress=source.progress) / "vqa.yaml")
+    raise VlbenchError(f"{spec.path}: the train split has no 'boxes:' to train a detector on; pass --detector CK "
+                       "or --detector-data SPEC (a spec whose train split has COCO boxes)")
+
+
+def _held_out(spec: DatasetSpec) -> str | None:
+    for split in ("test", "val"):
+        if split in spec.splits and split_boxes_file(spec, split) is not None:
+            return split
+    return None
+
+
+def train_and_save(visual: VisualConfig, region: RegionConfig, spec: DatasetSpec, out: Path, *, seed: int = 0,
+                   progress: bool = True, train_data: CocoBoxes | None = None) -> dict[str, Any]:
+    """Train a detector on ``spec``'s train boxes, measure held-out mAP, write ``out``; returns its record."""
+    data = train_data or load_coco_boxes(spec, "train")
+    torch.manual_seed(seed)
+    detector = build_detector(visual, region, len(data.categories))
+    if progress:
+        print(f"training the region detector on {len(data.images)} images of {data.file} (once)", file=sys.stderr)
+    training = train_detector(detector, data, region, seed=seed, progress=progress)
+    held_out = _held_out(spec)
+    quality = evaluate_map(detector, load_coco_boxes(spec, held_out), progress=progress) if held_out else None
+    meta = {"visual": visual.to_dict(), "region": region.to_dict(), "categories": data.categories,
+            "boxes": str(data.file), "map_split": held_out, "mAP": quality, "training": training, "seed": seed}
+    digest = save_detector(out, detector, meta)
+    return {**meta, "hash": digest, "path": str(out)}
+
+
+_RECORD_KEYS = ("path", "hash", "mAP", "map_split", "boxes", "categories", "seed", "source")
+
+
+def _record(meta: dict[str, Any], trained_now: bool) -> dict[str, Any]:
+    """The detector's entry in run.json (its configs are already in the run's config)."""
+    out = {"trained_now": trained_now, **{k: meta[k] for k in _RECORD_KEYS if k in meta}}
+    training = meta.get("training")
+    if training:
+        out["training"] = {k: v for k, v in training.items() if k != "history"}
+    return out
+
+
+def resolve_detector(visual: VisualConfig, region: RegionConfig, spec: DatasetSpec,
+                     source: DetectorSource) -> tuple[nn.Module, dict[str, Any]]:
+    """The run's detector and its record (path, hash, mAP, whether it was trained in this run)."""
+    if source.detector is not None:
+        detector, meta = load_detector(source.detector, visual, region)
+        return detector, _record(meta, False)
+    boxes_spec = _boxes_spec(spec, source)
+    train_file = split_boxes_file(boxes_spec, "train")
+    assert train_file is not None
+    identity = {"visual": visual.to_dict(), "region": {k: v for k, v in asdict(region).items() if k in (
+        "backend", "detector_size", "anchor_sizes", "aspect_ratios", "roi_size", "representation_size",
+        "detector_epochs", "detector_lr", "detector_batch_size")}, "boxes": _file_hash(train_file), "seed": source.seed}
+    path = cache_root() / "detectors" / f"frcnn-{stamp_hash(identity)}.safetensors"
+    trained_now = False
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        train_and_save(visual, region, boxes_spec, path, seed=source.seed, progress=source.progress)
+        trained_now = True
+    detector, meta = load_detector(path, visual, region)
+    return detector, _record(meta, trained_now)
+
+
+def extraction_stamp(detector_hash: str, visual: VisualConfig, region: RegionConfig) -> dict[str, Any]:
+    """Everything that decides a cached row: who detected, how boxes were chosen, what pixels it saw."""
+    return {"extractor": f"{region.backend}-faster-rcnn", "detector": detector_hash, "boxes": region.boxes,
+            "score_threshold": region.score_threshold, "nms_iou": region.nms_iou, "min_boxes": region.min_boxes,
+            "max_boxes": region.max_boxes, "image_size": visual.image_size,
+            "feature_dim": region.representation_size}
+
+
+def _gt_boxes(spec: DatasetSpec, image_size: int) -> dict[Path, torch.Tensor]:
+    """Annotated boxes per image file, scaled to the ``image_size`` square the model sees."""
+    out: dict[Path, torch.Tensor] = {}
+    for split in spec.splits:
+        if split_boxes_file(spec, split) is None:
+            continue
+        for item in load_coco_boxes(spec, split).images:
+            scale = torch.tensor([image_size / item.width, image_size / item.height] * 2)
+            out[item.path] = item.boxes * scale
+    return out
+
+
+def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], images: ImageTensors,
+               cache_dir: Path, stamp: dict[str, Any], *, batch_size: int = 32, progress: bool = True,
+               rebuild_stale: bool = True) -> dict[str, Any]:
+    """Extract what ``cache_dir`` lacks for ``paths``, write the cache, attach it to ``encoder``; returns stats."""
+    region = encoder.region
+    old: FeatureCache | None = None
+    stale = False
+    if (cache_dir / "meta.json").is_file():
+        try:
+            old = open_cache(cache_dir, expect=stamp)
+        except VlbenchError:
+            if not rebuild_stale:
+                raise
+            stale = True  # another detector/config wrote it: rebuild from scratch, never reuse its rows
+    pixels = {p: images.uint8(p).numpy() for p in tqdm(paths, desc="load images", disable=not progress,
+                                                        leave=False, unit="img")}
+    digests = {p: pixel_digest(x) for p, x in pixels.items()}
+    todo = [p for p in paths if old is None or image_id_of(p) not in old
+            or old.digests[old.index[image_id_of(p)]] not in ("", digests[p])]
+    gt = _gt_boxes(spec, images.image_size) if region.boxes == "gt" and todo else {}
+    new: dict[str, CachedImage] = {}
+    fallback = 0
+    encoder.detector.eval()
+    device = next(encoder.detector.parameters()).device
+    start = time.perf_counter()
+    for begin in tqdm(range(0, len(todo), batch_size), desc="extract regions", disable=not progress,
+                      leave=False, unit="batch"):
+        chunk = todo[begin:begin + batch_size]
+        batch = torch.from_numpy(np.stack([pixels[p] for p in chunk])).to(device).float().div_(255.0)
+        boxes = None
+        if region.boxes == "gt":
+            missing = [p for p in chunk if p not in gt]
+            if missing:
+                raise VlbenchError(f"--boxes gt: {missing[0]} has no entry in the spec's boxes files (NLVR2 images "
+                                   "have no annotations; use the detector's boxes)")
+            boxes = [gt[p] for p in chunk]
+        for p, r in zip(chunk, extract_regions(encoder.detector, batch, region, boxes)):
+            fallback += int(r.fallback)
+            new[image_id_of(p)] = CachedImage(image_id_of(p), r.features.cpu().numpy(), r.boxes.cpu().numpy(),
+                                              digests[p])
+    seconds = time.perf_counter() - start
+    keep = [item for item in (old.items() if old is not None else []) if item.image_id not in new]
+    if new or old is None:
+        cache = write_cache(cache_dir, stamp, [*keep, *new.values()], region.representation_size)
+    else:
+        cache = old
+    rows = {digests[p]: cache.index[image_id_of(p)] for p in paths}
+    encoder.attach(cache, rows)
+    counts = np.diff(cache.offsets)
+    return {"dir": str(cache_dir), "images": len(paths), "extracted": len(todo), "rebuilt_stale": stale,
+            "extraction_ms_per_image": round(1000 * seconds / len(todo), 2) if todo else None,
+            "zero_detection_images": fallback, "mean_boxes": round(float(counts.mean()), 2) if len(counts) else 0.0,
+            "stamp_hash": stamp_hash(stamp)}
+
+
+@torch.no_grad()
+def time_extraction(encoder: RegionEncoder, images: torch.Tensor, repeats: int = 3) -> float:
+    """Detector + RoI features, ms per image, timed live (used when every image came from the cache)."""
+    extract_regions(encoder.detector, images[:2], encoder.region)  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        extract_regions(encoder.detector, images, encoder.region)
+    return round(1000 * (time.perf_counter() - start) / (repeats * len(images)), 2)
+
+
+def managed_cache_dir(spec: DatasetSpec, stamp: dict[str, Any]) -> Path:
+    where = hashlib.sha256(str(spec.folder).encode()).hexdigest()[:8]
+    return cache_root() / "region-features" / f"{spec.name}-{where}-{stamp_hash(stamp)}"
+
+
+__all__ = ["DetectorSource", "fill_cache", "image_id_of", "managed_cache_dir", "resolve_detector",
+           "time_extraction", "train_and_save", "pixels_uint8"]

@@ -1,0 +1,116 @@
+"""Detector output -> region features, the bottom-up-attention way.
+
+For every image: the RPN's proposals go through the box head; each proposal's score is its best
+non-background class probability and its box the regression for that class; class-agnostic NMS, then the
+boxes above ``score_threshold`` are kept, at least ``min_boxes`` and at most ``max_boxes`` (best first).
+The region feature of a kept box is the box head's output (RoIAlign + two-layer MLP) *for that final box*,
+so feature and box always agree. ``boxes=`` skips the detection and pools given boxes (``--boxes gt``).
+
+An image with no box at all (no proposal survived, or no annotation in gt mode) gets one whole-image box:
+the transformer always sees at least one visual token, and the count is reported.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
+
+from pixelbert.config import RegionConfig
+
+GEOMETRY_DIM = 7  # x1, y1, x2, y2, w, h, area (all normalised by the image size)
+
+
+@dataclass
+class Regions:
+    """One image's regions: ``boxes`` [K, 4] normalised (x1, y1, x2, y2) in [0, 1], ``features`` [K, D]."""
+
+    boxes: Tensor
+    features: Tensor
+    scores: Tensor
+    fallback: bool = False  # True when no box was found and the whole image stands in
+
+
+def box_geometry(boxes: Tensor) -> Tensor:
+    """Normalised [..., 4] (x1, y1, x2, y2) -> [..., 7] (x1, y1, x2, y2, w, h, area), the geometry input."""
+    w = boxes[..., 2] - boxes[..., 0]
+    h = boxes[..., 3] - boxes[..., 1]
+    return torch.cat([boxes, w[..., None], h[..., None], (w * h)[..., None]], dim=-1)
+
+
+def _select(boxes: Tensor, scores: Tensor, region: RegionConfig) -> Tensor:
+    keep = nms(boxes, scores, region.nms_iou)  # sorted by decreasing score
+    above = keep[scores[keep] >= region.score_threshold]
+    if len(above) < region.min_boxes:
+        above = keep[: region.min_boxes]
+    return above[: region.max_boxes]
+
+
+@torch.no_grad()
+def extract_regions(detector: nn.Module, images: Tensor, region: RegionConfig,
+                    boxes: list[Tensor] | None = None) -> list[Regions]:
+    """Region features of ``images`` [B, 3, H, W] float in [0, 1] (all the same size).
+
+    ``boxes``: optional per-image [K, 4] absolute boxes in the images' pixels (the oracle mode).
+    """
+    detector.eval()
+    height, width = images.shape[-2:]
+    image_list, _ = detector.transform(list(images))
+    feats = detector.backbone(image_list.tensors)
+    if isinstance(feats, Tensor):
+        feats = OrderedDict([("0", feats)])
+    size_h, size_w = image_list.image_sizes[0]
+    scale = images.new_tensor([size_w / width, size_h / height, size_w / width, size_h / height])
+    heads = detector.roi_heads
+    if boxes is None:
+        proposals, _ = detector.rpn(image_list, feats)
+        pooled = heads.box_head(heads.box_roi_pool(feats, proposals, image_list.image_sizes))
+        logits, deltas = heads.box_predictor(pooled)
+        decoded = heads.box_coder.decode(deltas, proposals)  # [P, C + 1, 4]
+        probs = F.softmax(logits, dim=-1)
+        final, final_scores = [], []
+        start = 0
+        for index, props in enumerate(proposals):
+            count = len(props)
+            p = probs[start:start + count, 1:]
+            b = decoded[start:start + count]
+            start += count
+            if count == 0:
+                final.append(props.new_zeros(0, 4))
+                final_scores.append(props.new_zeros(0))
+                continue
+            score, cls = p.max(dim=1)
+            chosen = clip_boxes_to_image(b[torch.arange(count), cls + 1], image_list.image_sizes[index])
+            valid = remove_small_boxes(chosen, 1e-2)
+            chosen, score = chosen[valid], score[valid]
+            keep = _select(chosen, score, region)
+            final.append(chosen[keep])
+            final_scores.append(score[keep])
+    else:
+        final = [b.to(images.device, torch.float32).reshape(-1, 4) * scale for b in boxes]
+        final_scores = [torch.ones(len(b), device=images.device) for b in final]
+    fallback = [len(b) == 0 for b in final]
+    whole = images.new_tensor([[0.0, 0.0, float(size_w), float(size_h)]])
+    final = [whole if empty else b for b, empty in zip(final, fallback)]
+    final_scores = [images.new_zeros(1) if empty else s for s, empty in zip(final_scores, fallback)]
+    features = heads.box_head(heads.box_roi_pool(feats, final, image_list.image_sizes))
+    out, start = [], 0
+    norm = images.new_tensor([size_w, size_h, size_w, size_h])
+    for b, s, empty in zip(final, final_scores, fallback):
+        out.append(Regions(boxes=(b / norm).clamp(0, 1), features=features[start:start + len(b)],
+                           scores=s, fallback=empty))
+        start += len(b)
+    return out
+
+
+def recall_at_iou(found: Tensor, truth: Tensor, threshold: float = 0.5) -> float:
+    """Fraction of ``truth`` boxes covered by some ``found`` box at IoU >= threshold (diagnostics, tests)."""
+    if len(truth) == 0:
+        return 1.0
+    if len(found) == 0:
+        return 0.0
+    return float((box_iou(truth, found).max(dim=1).values >= threshold).float().mean())
