@@ -155,7 +155,9 @@ class RetrievalTask(Task):
         metrics = retrieval_recall(scores, per_image)
         ranks = retrieval_per_query_ranks(scores, per_image)
         per_example = {"kind": "ranks", "tr_best_rank": [int(r) for r in ranks["tr"]],
-                       "ir_rank": [int(r) for r in ranks["ir"]]}
+                       "ir_rank": [int(r) for r in ranks["ir"]],
+                       # Which captions belong to which image: `compare` resamples whole images in its bootstrap.
+                       "captions_per_image": per_image}
 
         def write(run_dir: Path) -> list[str]:
             name = f"scores_{split}.npy"

@@ -113,8 +113,11 @@ class VqaTask(Task):
                                                {e.question_id for e in examples})
             metrics = vqa_evaluate(questions, annotations, results)
             accuracy = vqa_per_question_accuracy(questions, annotations, results)
+            # answer_types lets `compare` test per-answer-type differences too (older runs lack it).
+            answer_type = {a["question_id"]: a.get("answer_type") for a in annotations["annotations"]}
             per_example = {"kind": "vqa_accuracy", "ids": [str(e.question_id) for e in examples],
-                           "values": [accuracy[e.question_id] for e in examples]}
+                           "values": [accuracy[e.question_id] for e in examples],
+                           "answer_types": [answer_type.get(e.question_id) for e in examples]}
 
         def write(run_dir: Path) -> list[str]:
             name = f"predictions_{split}.json"

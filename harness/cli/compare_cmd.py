@@ -1,0 +1,51 @@
+"""``vlbench compare RUN_DIR... --out DIR``: the comparison tables, significance tests, plots and HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from harness.reports.significance import DEFAULT_RESAMPLES
+
+
+@click.command()
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="RUN_DIR...")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for comparison.md/.csv/.tex/.html, significance.csv, runs.csv and the plots.")
+@click.option("--split", default="test", show_default=True,
+              help="Which evaluated split to tabulate (val when test has no labels, e.g. VQA test-dev).")
+@click.option("--allow-different-splits", is_flag=True,
+              help="Tabulate runs of one task whose split fingerprints differ (the report says so; no paired "
+                   "tests across them). Without it such runs are refused.")
+@click.option("--resamples", type=click.IntRange(min=100), default=DEFAULT_RESAMPLES, show_default=True,
+              help="Paired-bootstrap resamples for VQA and recall@K confidence intervals.")
+@click.option("--no-plots", is_flag=True, help="Tables and HTML only.")
+def compare(run_dirs: tuple[Path, ...], out: Path, split: str, allow_different_splits: bool, resamples: int,
+            no_plots: bool) -> None:
+    """Compare runs: one row per model (+ configuration), one column group per task.
+
+    RUN_DIR is a `vlbench run`/`eval` directory (run.json, per_example_*.json, optional bench.json), a
+    directory with only bench.json (throughput for its model), or a folder searched for those (e.g. the
+    parent of `run --seeds` output). Seeds of one configuration are aggregated as mean ± std with their count;
+    pre-training runs are skipped with a note. Runs of one task must share the split fingerprint.
+
+    Significance (paired, per pair of configurations on the same split): McNemar's exact test for NLVR2
+    accuracy, paired bootstrap 95% intervals for VQA accuracy and recall@K; a dagger marks cells that differ
+    significantly from the column's best.
+
+    \b
+    Example:
+      vlbench run --model pixelbert --task vqa --seeds 1,2,3 --run-dir results/pb-vqa
+      vlbench run --model region --task vqa --seeds 1,2,3 --run-dir results/rg-vqa
+      vlbench compare results/pb-vqa results/rg-vqa --out results/report
+    """
+    from harness.reports.report import compare_runs
+
+    result = compare_runs(list(run_dirs), out, split=split, allow_different_splits=allow_different_splits,
+                          plots=not no_plots, resamples=resamples)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"compared {len(result.rows)} configuration(s): {', '.join(result.rows)}")
+    click.echo(f"wrote {len(result.files)} files to {out} (comparison.md, .csv, .tex, .html, plots)")

@@ -1,0 +1,116 @@
+"""Runs to numbers: one long table of (row, task, metric, seed, value), the split check, mean ± std over seeds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from harness.errors import VlbenchError
+from harness.reports.collect import RunInfo
+
+TASK_ORDER = ("vqa", "nlvr2", "retrieval")
+ANSWER_TYPE_ORDER = ("yes/no", "number", "other")
+RETRIEVAL_KEYS = ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "rsum")
+PRIMARY_METRIC = {"vqa": "overall", "nlvr2": "accuracy", "retrieval": "rsum"}
+METRIC_TITLES = {
+    "overall": "overall", "accuracy": "acc", "consistency": "cons", "tr_r1": "TR R@1", "tr_r5": "TR R@5",
+    "tr_r10": "TR R@10", "ir_r1": "IR R@1", "ir_r5": "IR R@5", "ir_r10": "IR R@10", "rsum": "RSUM",
+}
+TASK_TITLES = {"vqa": "VQA v2", "nlvr2": "NLVR2", "retrieval": "Retrieval"}
+
+
+def task_metrics(task: str, metrics: dict) -> dict[str, float]:
+    """The tabulated metrics of one split's metrics dict (keys of ``vlbench score``), in table order."""
+    out: dict[str, float] = {}
+    if task == "vqa":
+        if "overall" in metrics:
+            out["overall"] = metrics["overall"]
+        per_type = metrics.get("perAnswerType") or {}
+        for name in [*ANSWER_TYPE_ORDER, *sorted(set(per_type) - set(ANSWER_TYPE_ORDER))]:
+            if name in per_type:
+                out[name] = per_type[name]
+    elif task == "nlvr2":
+        out.update({k: metrics[k] for k in ("accuracy", "consistency") if k in metrics})
+    elif task == "retrieval":
+        out.update({k: metrics[k] for k in RETRIEVAL_KEYS if k in metrics})
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
+
+
+def check_splits(runs: list[RunInfo], split: str, allow: bool) -> list[str]:
+    """Refuse runs of one task evaluated on different ``split`` data (different fingerprints) unless ``allow``.
+
+    Returns notes for the report (what differed, when allowed). The error is one line naming the runs.
+    """
+    notes: list[str] = []
+    for task in sorted({r.task for r in runs}):
+        groups: dict[str | None, list[RunInfo]] = {}
+        for run in (r for r in runs if r.task == task):
+            groups.setdefault(run.fingerprints.get(split), []).append(run)
+        if len(groups) < 2:
+            continue
+        described = "; ".join(f"{_short(fp)}: {', '.join(str(r.path) for r in group)}"
+                              for fp, group in groups.items())
+        if not allow:
+            raise VlbenchError(f"{task} runs were evaluated on different {split} splits (fingerprint {described}); "
+                               "compare runs on identical data, or pass --allow-different-splits")
+        notes.append(f"WARNING: {task} runs on different {split} splits (--allow-different-splits): {described}. "
+                     "Their numbers are not directly comparable and no significance tests are made across them.")
+    return notes
+
+
+def _short(fingerprint: str | None) -> str:
+    if not fingerprint:
+        return "none"
+    return fingerprint.split(":")[-1][:12]
+
+
+def long_table(runs: list[RunInfo], split: str) -> tuple[pd.DataFrame, list[str]]:
+    """One row per (run, metric): label, model, task, seed, metric, value, run path."""
+    rows = []
+    notes = []
+    for run in runs:
+        metrics = run.metrics.get(split)
+        if not isinstance(metrics, dict):
+            notes.append(f"{run.path}: no {split} metrics (unlabelled split?); left out")
+            continue
+        for metric, value in task_metrics(run.task, metrics).items():
+            rows.append({"label": run.label, "model": run.model, "config": run.config_key, "task": run.task,
+                         "seed": run.seed, "metric": metric, "value": value, "run": str(run.path)})
+    frame = pd.DataFrame(rows, columns=["label", "model", "config", "task", "seed", "metric", "value", "run"])
+    return frame, notes
+
+
+def check_duplicate_seeds(frame: pd.DataFrame) -> None:
+    """Two runs of one configuration with the same seed would be counted twice in mean ± std: refuse."""
+    per_seed = frame.drop_duplicates(["label", "task", "seed", "run"]).groupby(["label", "task", "seed"])["run"]
+    for (label, task, seed), paths in per_seed:
+        if len(paths) > 1:
+            raise VlbenchError(f"{label} on {task}: seed {seed} appears in more than one run ({', '.join(paths)}); "
+                               "pass each seed once")
+
+
+@dataclass
+class Aggregate:
+    """mean, std (sample, ddof=1; NaN for one seed), n and the seeds, per (label, task, metric)."""
+
+    frame: pd.DataFrame
+
+    def cell(self, label: str, task: str, metric: str) -> pd.Series | None:
+        hit = self.frame[(self.frame.label == label) & (self.frame.task == task) & (self.frame.metric == metric)]
+        return None if hit.empty else hit.iloc[0]
+
+
+def aggregate(frame: pd.DataFrame) -> Aggregate:
+    grouped = frame.groupby(["label", "task", "metric"], sort=False)["value"]
+    out = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1) if len(v) > 1 else float("nan"), n="count")
+    seeds = frame.groupby(["label", "task", "metric"], sort=False)["seed"].agg(lambda s: sorted(s.tolist()))
+    out["seeds"] = seeds
+    return Aggregate(out.reset_index())
+
+
+def row_order(runs: list[RunInfo]) -> list[str]:
+    """Rows in a stable, meaningful order: pixel models first, then grid, region, the text floor."""
+    order = {"pixelbert": 0, "soho": 1, "grid": 2, "region": 3, "textonly": 4}
+    labels = {r.label: r.model for r in runs}
+    return sorted(labels, key=lambda label: (order.get(labels[label], 9), label))

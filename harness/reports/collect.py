@@ -1,0 +1,209 @@
+"""Gather run directories into records that ``compare`` can tabulate.
+
+A run directory holds ``run.json`` (from ``run`` or ``eval``) and, optionally, ``bench.json`` (from ``bench``)
+and ``per_example_{split}.json`` (per-example results for paired tests). A directory with only ``bench.json``
+contributes throughput to its model's row. A directory with neither is searched (recursively) for run
+directories, so ``vlbench compare DIR`` works on the parent of ``vlbench run --seeds`` output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.errors import VlbenchError
+from harness.fileio import read_json
+
+# Parts of run.json's config that do not change what a model learns (where the data file lives, which device
+# ran it): runs that differ only in these are seeds of one configuration.
+_NON_CONFIG_KEYS = ("data", "device", "precision", "checkpoint")
+
+
+@dataclass
+class BenchInfo:
+    """What ``compare`` uses from ``bench.json`` (DESIGN.md section 8); None where the file does not say."""
+
+    path: Path
+    samples_per_second: float | None
+    ms_per_image: float | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    device: str | None
+    precision: str | None
+    batch_size: int | None
+    detector_counted: bool | None
+    raw: dict[str, Any]
+
+
+@dataclass
+class RunInfo:
+    path: Path
+    model: str
+    task: str
+    seed: int
+    kind: str
+    config: dict[str, Any]
+    config_key: str
+    """Hash of the configuration without seed and location: equal keys = seeds of one configuration."""
+    fingerprints: dict[str, str]
+    metrics: dict[str, Any]
+    bench: BenchInfo | None = None
+    label: str = ""
+    """Row label in tables and plots: the model name, plus what differs when a model has several configs."""
+
+    def per_example(self, split: str) -> dict[str, Any] | None:
+        path = self.path / f"per_example_{split}.json"
+        if not path.is_file():
+            return None
+        data = read_json(path)
+        return data if isinstance(data, dict) and data else None
+
+
+@dataclass
+class Collection:
+    runs: list[RunInfo] = field(default_factory=list)
+    benches: list[tuple[str, str | None, BenchInfo]] = field(default_factory=list)
+    """Bench-only directories: (model, task or None, bench)."""
+    notes: list[str] = field(default_factory=list)
+
+
+def _dig(data: Any, *paths: str) -> Any:
+    """The first of several dotted paths present in nested dicts (bench.json's layout is owned elsewhere,
+    so a few spellings are accepted)."""
+    for dotted in paths:
+        node = data
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                node = None
+                break
+            node = node[part]
+        if node is not None:
+            return node
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def read_bench(path: Path) -> BenchInfo:
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise VlbenchError(f"{path}: expected a JSON object")
+    sps = _number(_dig(raw, "samples_per_second", "throughput.samples_per_second", "total.samples_per_second"))
+    ips = _number(_dig(raw, "images_per_second", "throughput.images_per_second", "total.images_per_second"))
+    ms_image = _number(_dig(raw, "ms_per_image", "latency.ms_per_image", "total.ms_per_image"))
+    if ms_image is None and ips:
+        ms_image = 1000.0 / ips
+    if ms_image is None and sps:
+        # Without an images/sample count, one sample is taken as one image (true for VQA and retrieval's ITM).
+        per_sample = _number(_dig(raw, "images_per_sample")) or 1.0
+        ms_image = 1000.0 / (sps * per_sample)
+    detector = _dig(raw, "detector_counted", "includes_detector", "visual_encoder.includes_detector")
+    batch = _dig(raw, "batch_size", "config.batch_size")
+    return BenchInfo(
+        path=path,
+        samples_per_second=sps,
+        ms_per_image=ms_image,
+        latency_p50_ms=_number(_dig(raw, "latency_ms.p50", "latency.p50_ms", "latency_p50_ms", "latency.p50")),
+        latency_p95_ms=_number(_dig(raw, "latency_ms.p95", "latency.p95_ms", "latency_p95_ms", "latency.p95")),
+        device=_dig(raw, "device", "device.name", "env.device"),
+        precision=_dig(raw, "precision"),
+        batch_size=int(batch) if isinstance(batch, int) else None,
+        detector_counted=detector if isinstance(detector, bool) else None,
+        raw=raw,
+    )
+
+
+def config_key(config: dict[str, Any]) -> str:
+    kept = {k: v for k, v in config.items() if k not in _NON_CONFIG_KEYS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Run directories: the paths themselves, or every directory below one holding run.json/bench.json."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise VlbenchError(f"{path}: not a directory")
+        if (path / "run.json").is_file() or (path / "bench.json").is_file():
+            out.append(path)
+            continue
+        found = sorted({p.parent for pattern in ("run.json", "bench.json") for p in path.rglob(pattern)})
+        if not found:
+            raise VlbenchError(f"{path}: no run.json or bench.json in it or below it")
+        out.extend(found)
+    return list(dict.fromkeys(out))
+
+
+def _read_run(path: Path) -> dict[str, Any]:
+    record = read_json(path / "run.json")
+    missing = [k for k in ("model", "task", "metrics") if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise VlbenchError(f"{path / 'run.json'}: not a vlbench run record (missing {', '.join(missing)})")
+    return record
+
+
+def collect(paths: list[Path]) -> Collection:
+    """Read every run directory; pre-training runs are skipped with a note (they have no task metrics)."""
+    result = Collection()
+    for directory in _expand(paths):
+        bench = read_bench(directory / "bench.json") if (directory / "bench.json").is_file() else None
+        if not (directory / "run.json").is_file():
+            assert bench is not None
+            model = _dig(bench.raw, "model")
+            if not isinstance(model, str):
+                raise VlbenchError(f"{bench.path}: does not name its model")
+            task = _dig(bench.raw, "task")
+            result.benches.append((model, task if isinstance(task, str) else None, bench))
+            continue
+        record = _read_run(directory)
+        if record.get("kind") == "pretrain":
+            result.notes.append(f"skipped {directory}: a pre-training run (no fine-tuning results)")
+            continue
+        splits = (record.get("data") or {}).get("splits") or {}
+        config = record.get("config") or {}
+        result.runs.append(RunInfo(
+            path=directory, model=str(record["model"]), task=str(record["task"]), seed=int(record.get("seed", 0)),
+            kind=str(record.get("kind", "run")), config=config, config_key=config_key(config),
+            fingerprints={s: v.get("fingerprint") for s, v in splits.items() if isinstance(v, dict)},
+            metrics=record.get("metrics") or {}, bench=bench,
+        ))
+    if not result.runs:
+        raise VlbenchError("no fine-tuning runs to compare" + (f" ({'; '.join(result.notes)})" if result.notes
+                                                               else ""))
+    _label(result.runs)
+    return result
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _label(runs: list[RunInfo]) -> None:
+    """Row labels: the model name; when one model has several configurations (over all tasks), the config
+    keys whose values differ between them are appended, so the table says what the variants are."""
+    by_model: dict[str, dict[str, dict[str, Any]]] = {}
+    for run in runs:
+        kept = {k: v for k, v in run.config.items() if k not in _NON_CONFIG_KEYS}
+        by_model.setdefault(run.model, {})[run.config_key] = _flatten(kept)
+    for run in runs:
+        configs = by_model[run.model]
+        if len(configs) == 1:
+            run.label = run.model
+            continue
+        keys = sorted({k for flat in configs.values() for k in flat})
+        differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in configs.values()}) > 1]
+        own = configs[run.config_key]
+        parts = [f"{k.split('.')[-1]}={own.get(k)}" for k in differing[:3]]
+        run.label = f"{run.model} ({', '.join(parts)})" if parts else f"{run.model} [{run.config_key[:6]}]"

@@ -1,0 +1,277 @@
+"""The comparison as tables: a numeric wide frame (CSV), and rendered Markdown, LaTeX (booktabs) and HTML.
+
+Rows are configurations (model + what differs), column groups are tasks. A cell is ``mean ± std`` over seeds
+(std omitted for one seed); each task group has a seed-count column. The best mean of a column is bold; a
+dagger marks a value significantly different from that column's best (see :mod:`harness.reports.significance`).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from harness.reports.aggregate import METRIC_TITLES, TASK_ORDER, TASK_TITLES, Aggregate
+from harness.reports.collect import BenchInfo, Collection
+from harness.reports.significance import ALPHA
+
+DAGGER = "†"
+SPEED = "Speed"
+
+
+@dataclass
+class Speed:
+    images_per_second: float | None
+    ms_per_image: float | None
+    files: int
+    tasks: list[str] = field(default_factory=list)
+
+
+def speeds(collection: Collection, labels: list[str]) -> tuple[dict[str, Speed], list[str]]:
+    """Throughput per row from bench.json files (in run directories or bench-only ones), averaged over files."""
+    found: dict[str, list[tuple[str | None, BenchInfo]]] = {label: [] for label in labels}
+    notes: list[str] = []
+    for run in collection.runs:
+        if run.bench is not None and run.label in found:
+            found[run.label].append((run.task, run.bench))
+    model_labels: dict[str, list[str]] = {}
+    for run in collection.runs:
+        if run.label not in model_labels.setdefault(run.model, []):
+            model_labels[run.model].append(run.label)
+    for model, task, bench in collection.benches:
+        targets = model_labels.get(model, [])
+        if len(targets) != 1:
+            notes.append(f"{bench.path}: model {model!r} matches {len(targets)} table rows; its speed is not shown")
+            continue
+        found[targets[0]].append((task, bench))
+    out: dict[str, Speed] = {}
+    for label, entries in found.items():
+        if not entries:
+            continue
+        ms = [b.ms_per_image for _, b in entries if b.ms_per_image]
+        for _, bench in entries:
+            if bench.detector_counted is False:
+                notes.append(f"{bench.path}: says the detector is not counted; its ms/image understates the region "
+                             "pipeline")
+        mean_ms = sum(ms) / len(ms) if ms else None
+        out[label] = Speed(images_per_second=1000.0 / mean_ms if mean_ms else None, ms_per_image=mean_ms,
+                           files=len(entries), tasks=sorted({t for t, _ in entries if t}))
+    return out, notes
+
+
+def columns(agg: Aggregate) -> list[tuple[str, str]]:
+    """(task, metric) pairs present, in the fixed table order."""
+    present = agg.frame[["task", "metric"]].drop_duplicates()
+    out = []
+    for task in TASK_ORDER:
+        metrics = present[present.task == task].metric.tolist()
+        order = {"vqa": ["overall", "yes/no", "number", "other"], "nlvr2": ["accuracy", "consistency"],
+                 "retrieval": ["tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "rsum"]}[task]
+        out += [(task, m) for m in sorted(metrics, key=lambda m: order.index(m) if m in order else len(order))]
+    return out
+
+
+def _significant(pairs: pd.DataFrame, task: str, metric: str, x: str, y: str) -> bool | None:
+    if pairs.empty:
+        return None
+    hit = pairs[(pairs.task == task) & (pairs.metric == metric)
+                & (((pairs.a == x) & (pairs.b == y)) | ((pairs.a == y) & (pairs.b == x)))]
+    return None if hit.empty else bool(hit.iloc[0].significant)
+
+
+@dataclass
+class Cell:
+    mean: float | None
+    std: float | None = None
+    best: bool = False
+    marked: bool = False
+
+
+@dataclass
+class Table:
+    labels: list[str]
+    columns: list[tuple[str, str]]
+    cells: dict[tuple[str, str, str], Cell]
+    seeds: dict[tuple[str, str], int]
+    speed: dict[str, Speed]
+    tested: set[tuple[str, str]]
+    """Columns with at least one significance test (the footnote applies to them)."""
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(dict.fromkeys(t for t, _ in self.columns))
+
+
+def build_table(agg: Aggregate, labels: list[str], pairs: pd.DataFrame, speed: dict[str, Speed]) -> Table:
+    cols = columns(agg)
+    cells: dict[tuple[str, str, str], Cell] = {}
+    seeds: dict[tuple[str, str], int] = {}
+    tested: set[tuple[str, str]] = set()
+    for task, metric in cols:
+        present = {}
+        for label in labels:
+            row = agg.cell(label, task, metric)
+            if row is None:
+                continue
+            std = None if math.isnan(row["std"]) else float(row["std"])
+            present[label] = Cell(float(row["mean"]), std)
+            seeds[(label, task)] = int(row["n"])
+        if not present:
+            continue
+        best = max(present, key=lambda label: present[label].mean)
+        present[best].best = len(present) > 1  # bold only when there is something to beat
+        for label, cell in present.items():
+            verdict = _significant(pairs, task, metric, label, best) if label != best else None
+            if verdict is not None:
+                tested.add((task, metric))
+            cell.marked = bool(verdict)
+            cells[(label, task, metric)] = cell
+    return Table(labels, cols, cells, seeds, speed, tested)
+
+
+def wide_csv_frame(table: Table, agg: Aggregate) -> pd.DataFrame:
+    """Numbers only, one row per configuration: ``<task>.<metric>.mean/std``, ``<task>.n``, speed columns and
+    ``<task>.<metric>.sig_vs_best`` (True/False, empty when untested)."""
+    rows = []
+    for label in table.labels:
+        row: dict[str, object] = {"label": label}
+        for task, metric in table.columns:
+            cell = table.cells.get((label, task, metric))
+            row[f"{task}.{metric}.mean"] = None if cell is None else round(cell.mean, 4)
+            row[f"{task}.{metric}.std"] = None if cell is None or cell.std is None else round(cell.std, 4)
+            row[f"{task}.{metric}.sig_vs_best"] = (None if cell is None or (task, metric) not in table.tested
+                                                   or cell.best else cell.marked)
+        for task in table.tasks:
+            row[f"{task}.n"] = table.seeds.get((label, task))
+        speed = table.speed.get(label)
+        row["images_per_second"] = None if speed is None or speed.images_per_second is None else round(
+            speed.images_per_second, 3)
+        row["ms_per_image"] = None if speed is None or speed.ms_per_image is None else round(speed.ms_per_image, 3)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# --- rendering -----------------------------------------------------------------------------------------------
+def _fmt(cell: Cell | None, style: str) -> str:
+    if cell is None:
+        return "–" if style != "latex" else "--"
+    pm = {"md": " ± ", "html": " ± ", "latex": r" $\pm$ "}[style]
+    text = f"{cell.mean:.2f}" + (f"{pm}{cell.std:.2f}" if cell.std is not None else "")
+    if style == "md":
+        text = f"**{text}**" if cell.best else text
+        return text + (DAGGER if cell.marked else "")
+    if style == "html":
+        text = f"<b>{text}</b>" if cell.best else text
+        return text + (f"<sup>{DAGGER}</sup>" if cell.marked else "")
+    text = rf"\textbf{{{text}}}" if cell.best else text
+    return text + (r"$^{\dagger}$" if cell.marked else "")
+
+
+def _speed_cells(speed: Speed | None, style: str) -> list[str]:
+    dash = "--" if style == "latex" else "–"
+    if speed is None:
+        return [dash, dash]
+    ips = f"{speed.images_per_second:.1f}" if speed.images_per_second else dash
+    ms = f"{speed.ms_per_image:.2f}" if speed.ms_per_image else dash
+    return [ips, ms]
+
+
+def display_frame(table: Table, style: str) -> pd.DataFrame:
+    """Strings with a (group, column) MultiIndex header, for rendering."""
+    header: list[tuple[str, str]] = []
+    for task in table.tasks:
+        header += [(TASK_TITLES[task], METRIC_TITLES.get(m, m)) for t, m in table.columns if t == task]
+        header.append((TASK_TITLES[task], "n"))
+    has_speed = bool(table.speed)
+    if has_speed:
+        header += [(SPEED, "img/s"), (SPEED, "ms/img")]
+    rows = []
+    for label in table.labels:
+        row = []
+        for task in table.tasks:
+            row += [_fmt(table.cells.get((label, t, m)), style) for t, m in table.columns if t == task]
+            n = table.seeds.get((label, task))
+            row.append(str(n) if n else ("--" if style == "latex" else "–"))
+        if has_speed:
+            row += _speed_cells(table.speed.get(label), style)
+        rows.append(row)
+    index = [_latex_escape(label) if style == "latex" else label for label in table.labels]
+    # No index name in LaTeX: pandas would spend a header row on it.
+    return pd.DataFrame(rows, index=pd.Index(index, name=None if style == "latex" else "model"),
+                        columns=pd.MultiIndex.from_tuples(header))
+
+
+def footnotes(table: Table, resamples: int) -> list[str]:
+    notes = [f"Cells: mean ± sample std over seeds (n = seed count); bold = best in column. {DAGGER} = significantly "
+             f"different from the column's best at p < {ALPHA} (two-sided, uncorrected for multiple comparisons): "
+             f"NLVR2 accuracy by McNemar's exact test on per-example correctness (largest p over seed pairs); VQA "
+             f"and recall@K by a paired bootstrap of the difference ({resamples} resamples, seeded; retrieval "
+             f"resamples images with their captions), significant when the 95% interval excludes 0. NLVR2 "
+             "consistency is not tested."]
+    if table.speed:
+        tasks = sorted({t for s in table.speed.values() for t in s.tasks})
+        notes.append("Speed from bench.json (inference, the whole pipeline: region rows include the detector), "
+                     f"averaged over bench files{' (tasks: ' + ', '.join(tasks) + ')' if tasks else ''}; "
+                     "compare rows measured on the same device only.")
+    return notes
+
+
+def render_markdown(table: Table) -> str:
+    frame = display_frame(table, "md")
+    header = ["model", *[f"{group} {name}" for group, name in frame.columns]]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * len(frame.columns)) + " |"]
+    for label, values in zip(frame.index, frame.values.tolist()):
+        lines.append("| " + " | ".join([label.replace("|", "\\|"), *values]) + " |")
+    return "\n".join(lines)
+
+
+def render_latex(table: Table, caption: str, notes: list[str]) -> str:
+    frame = display_frame(table, "latex")
+    frame.columns = pd.MultiIndex.from_tuples([(_latex_escape(g), _latex_escape(c)) for g, c in frame.columns])
+    body = frame.to_latex(escape=False, multicolumn=True, multicolumn_format="c",
+                          column_format="l" + "r" * len(frame.columns))
+    foot = " ".join(_latex_escape(n).replace(_latex_escape(DAGGER), r"$^{\dagger}$") for n in notes)
+    return ("% vlbench compare: needs \\usepackage{booktabs}\n\\begin{table*}[t]\n\\centering\n\\small\n"
+            f"{body}\\caption{{{_latex_escape(caption)} {foot}}}\n\\end{{table*}}\n")
+
+
+def render_html(table: Table) -> str:
+    frame = display_frame(table, "html")
+    groups: list[tuple[str, int]] = []
+    for group, _ in frame.columns:
+        if groups and groups[-1][0] == group:
+            groups[-1] = (group, groups[-1][1] + 1)
+        else:
+            groups.append((group, 1))
+    top = "".join(f'<th colspan="{span}">{html.escape(group)}</th>' for group, span in groups)
+    second = "".join(f"<th>{html.escape(name)}</th>" for _, name in frame.columns)
+    rows = "".join("<tr><th>" + html.escape(label) + "</th>" + "".join(f"<td>{v}</td>" for v in values) + "</tr>"
+                   for label, values in zip(frame.index, frame.values.tolist()))
+    return (f'<table class="cmp"><thead><tr><th rowspan="2">model</th>{top}</tr><tr>{second}</tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
+
+
+def pairwise_markdown(pairs: pd.DataFrame) -> str:
+    if pairs.empty:
+        return "_No paired tests (need two configurations with per-example results on the same split)._"
+    lines = ["| task | A | B | metric | A − B (points) | 95% CI / p | test | significant |",
+             "| --- | --- | --- | --- | ---: | --- | --- | --- |"]
+    for row in pairs.itertuples():
+        evidence = f"p = {row.p_value:.4g}" if row.p_value is not None and not pd.isna(row.p_value) else (
+            f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]")
+        if row.test.startswith("McNemar"):
+            evidence += f" ({row.detail})"
+        lines.append(f"| {row.task} | {row.a} | {row.b} | {row.metric} | {row.diff:+.2f} | {evidence} | {row.test} | "
+                     f"{'yes' if row.significant else 'no'} |")
+    return "\n".join(lines)
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"$<$", ">": r"$>$"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text)).replace("±", r"$\pm$")
