@@ -47,6 +47,7 @@ def _register_commands() -> None:
         data_cmd,
         detector_cmd,
         pretrain_cmd,
+        regress_cmd,
         run_cmd,
         score_cmd,
     )
@@ -56,6 +57,7 @@ def _register_commands() -> None:
     cli.add_command(detector_cmd.detector)
     cli.add_command(detector_cmd.features)
     cli.add_command(compare_cmd.compare)
+    cli.add_command(regress_cmd.check_baseline)
     for command in (*run_cmd.COMMANDS, *pretrain_cmd.COMMANDS, *ablation_cmd.COMMANDS):
         cli.add_command(command)
 

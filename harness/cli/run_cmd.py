@@ -38,6 +38,9 @@ def _summary(record: dict) -> str:
               help="tiny: CPU minutes on the embedded world; base: the papers' sizes (GPU).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of everything random.")
+@click.option("--seeds", default=None, metavar="N,N,...",
+              help="Run the same configuration once per seed into sibling directories RUN_DIR/seed-N (e.g. "
+                   "--seeds 1,2,3); `vlbench compare RUN_DIR` then reports mean ± std over them.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the training batch size.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="AdamW learning rate of transformer and heads.")
@@ -68,7 +71,7 @@ def _summary(record: dict) -> str:
                    "subsets; recorded, and the split fingerprints change with it.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(model, task, run_dir, data, preset, epochs, seed, batch_size, lr, cnn_lr, cnn_optimizer, grad_accum,
+def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, cnn_optimizer, grad_accum,
         hard_negatives, init, text_init, text_init_layers, cnn_init, detector, detector_data, boxes, limit, device,
         overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
@@ -82,14 +85,32 @@ def run(model, task, run_dir, data, preset, epochs, seed, batch_size, lr, cnn_lr
         raise click.UsageError("--text-init-layers needs --text-init")
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "cnn_lr": cnn_lr,
                  "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum, "itm_hard_negatives": hard_negatives}
-    record = run_experiment(RunOptions(
-        model=model, task=task, run_dir=run_dir, data=data, preset=preset, seed=seed, init=init,
-        text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
-        overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
-        detector=detector, detector_data=detector_data, boxes=boxes,
-    ))
-    click.echo(f"{model} on {task}: {_summary(record)}  ({record['train']['wall_seconds']:.0f}s training, "
-               f"{record['train']['samples_per_second']} samples/s) -> {run_dir / 'run.json'}")
+    ctx = click.get_current_context()
+    if seeds is not None and ctx.get_parameter_source("seed") != click.core.ParameterSource.DEFAULT:
+        raise click.UsageError("give either --seed or --seeds, not both")
+    # One configuration over several seeds: identical options, only the seed and the directory differ.
+    targets = [(seed, run_dir)] if seeds is None else [(s, run_dir / f"seed-{s}") for s in _parse_seeds(seeds)]
+    for this_seed, this_dir in targets:
+        record = run_experiment(RunOptions(
+            model=model, task=task, run_dir=this_dir, data=data, preset=preset, seed=this_seed, init=init,
+            text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
+            overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
+            detector=detector, detector_data=detector_data, boxes=boxes,
+        ))
+        which = f"{model} on {task}" + (f" (seed {this_seed})" if seeds is not None else "")
+        click.echo(f"{which}: {_summary(record)}  "
+                   f"({record['train']['wall_seconds']:.0f}s training, "
+                   f"{record['train']['samples_per_second']} samples/s) -> {this_dir / 'run.json'}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint="--seeds") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise click.BadParameter(f"expected distinct seeds, got {text!r}", param_hint="--seeds")
+    return seeds
 
 
 @click.command(name="eval")

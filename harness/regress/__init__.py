@@ -1,0 +1,1 @@
+"""``vlbench check``: CI regression gate against committed baselines (``results/baselines/``)."""
