@@ -70,10 +70,10 @@ def task_bars(agg: Aggregate, long: pd.DataFrame, labels: list[str], colour: dic
         for x, label in enumerate(shown):
             cell = agg.cell(label, task, metric)
             std = 0.0 if pd.isna(cell["std"]) else cell["std"]
-            ax.bar(x, cell["mean"], yerr=std, color=colour[label], capsize=3, alpha=0.9)
+            ax.bar(x, cell["mean"], yerr=std, color=colour[label], capsize=3)
             values = long[(long.label == label) & (long.task == task) & (long.metric == metric)].value
-            ax.scatter(np.full(len(values), x) + np.linspace(-0.15, 0.15, len(values)), values, s=10, color="black",
-                       zorder=3)
+            jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
+            ax.scatter(x + jitter, values, s=10, color="black", zorder=3, label="seeds" if x == 0 else None)
         ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(_UNITS[task])
         ax.set_title(TASK_TITLES[task])
