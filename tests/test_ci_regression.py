@@ -1,0 +1,49 @@
+"""The CI regression gate: a small real pixelbert VQA run on the embedded world must pass the committed baseline
+(`results/baselines/ci-tiny.yaml`); the same run made worse must fail it. A change that breaks learning (or the
+data, or the metric) drops accuracy beyond the tolerance and fails CI here.
+
+Refresh the baseline after an intended change with the commands in the README (same options as RUN_ARGS)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from harness.cli.main import cli
+
+BASELINE = Path(__file__).resolve().parents[1] / "results" / "baselines" / "ci-tiny.yaml"
+RUN_ARGS = ["--model", "pixelbert", "--task", "vqa", "--limit", "200", "--epochs", "2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def ci_run(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("ci") / "pixelbert-vqa"
+    result = CliRunner().invoke(cli, ["run", *RUN_ARGS, "--data", str(world / "vqa.yaml"), "--run-dir", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+@pytest.mark.slow
+def test_ci_subset_meets_committed_baseline(ci_run: Path) -> None:
+    result = CliRunner().invoke(cli, ["check", "--baseline", str(BASELINE), str(ci_run)])
+    assert result.exit_code == 0, result.output
+    assert "OK:" in result.output
+
+
+@pytest.mark.slow
+def test_ci_subset_made_worse_fails_the_baseline(ci_run: Path, tmp_path: Path) -> None:
+    worse = tmp_path / "worse"
+    shutil.copytree(ci_run, worse)
+    record = json.loads((worse / "run.json").read_text())
+    limit = yaml.safe_load(BASELINE.read_text())["runs"][0]["metrics"]["overall"]
+    # Just past the allowed drop: what a learning regression looks like to the gate.
+    record["metrics"]["test"]["overall"] = limit["value"] - limit["tolerance"] - 0.01
+    (worse / "run.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(cli, ["check", "--baseline", str(BASELINE), str(worse)])
+    assert result.exit_code == 1, result.output
+    assert "REGRESSION" in result.output and "overall" in result.output
