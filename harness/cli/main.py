@@ -41,13 +41,13 @@ def cli() -> None:
 
 
 def _register_commands() -> None:
-    from harness.cli import ablation_cmd, data_cmd, detector_cmd, pretrain_cmd, run_cmd, score_cmd
+    from harness.cli import ablation_cmd, bench_cmd, data_cmd, detector_cmd, pretrain_cmd, run_cmd, score_cmd
 
     cli.add_command(data_cmd.data)
     cli.add_command(score_cmd.score)
     cli.add_command(detector_cmd.detector)
     cli.add_command(detector_cmd.features)
-    for command in (*run_cmd.COMMANDS, *pretrain_cmd.COMMANDS, *ablation_cmd.COMMANDS):
+    for command in (*run_cmd.COMMANDS, *pretrain_cmd.COMMANDS, *ablation_cmd.COMMANDS, *bench_cmd.COMMANDS):
         cli.add_command(command)
 
 
