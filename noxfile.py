@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, demo.
+"""nox sessions: tests, lint, demo, ablation, benchmarks.
 
 Sessions run in the active Python environment (``venv_backend="none"``): torch is several GB, and the
 machines this project targets serve it from local disk to the system pip. Install once with
@@ -21,7 +21,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
     """ruff over the code and tests."""
-    session.run("ruff", "check", "harness", "pixelbert", "baselines", "tests", "noxfile.py")
+    session.run("ruff", "check", "harness", "pixelbert", "baselines", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session(venv_backend="none")
@@ -37,3 +37,13 @@ def ablation(session: nox.Session) -> None:
     VQA, NLVR2 and retrieval, with the tiny preset; writes results/ablation/ablation.md. Extra arguments pass
     through, e.g. ``nox -s ablation -- --limit 256 --epochs 2``."""
     session.run("vlbench", "pretrain-ablation", "--out", "results/ablation", "--no-progress", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def benchmarks(session: nox.Session) -> None:
+    """pytest-benchmark timings of the hot paths (benchmarks/), kept out of the default test run. Compare with
+    the stored baseline: ``nox -s benchmarks -- --benchmark-compare`` (or ``--benchmark-compare=0001``); store a
+    new one with ``nox -s benchmarks -- --benchmark-save=cpu``."""
+    session.run("python", "-m", "pytest", "benchmarks", "-q", "-o", "addopts=-ra", "--benchmark-only",
+                "--benchmark-storage=file://benchmarks/baseline", "--benchmark-columns=min,median,max,rounds",
+                *session.posargs)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou, clip_boxes_to_image, nms, remove_small_boxes
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, remove_small_boxes
 
 from pixelbert.config import RegionConfig
 
@@ -42,12 +42,37 @@ def box_geometry(boxes: Tensor) -> Tensor:
     return torch.cat([boxes, w[..., None], h[..., None], (w * h)[..., None]], dim=-1)
 
 
-def _select(boxes: Tensor, scores: Tensor, region: RegionConfig) -> Tensor:
-    keep = nms(boxes, scores, region.nms_iou)  # sorted by decreasing score
-    above = keep[scores[keep] >= region.score_threshold]
-    if len(above) < region.min_boxes:
-        above = keep[: region.min_boxes]
-    return above[: region.max_boxes]
+def select_boxes(probs: Tensor, decoded: Tensor, proposals: list[Tensor], image_size: tuple[int, int],
+                 region: RegionConfig) -> tuple[list[Tensor], list[Tensor]]:
+    """Every image's kept boxes and scores from the box head's class probabilities [P, C + 1] and per-class
+    boxes [P, C + 1, 4] of all images' proposals (concatenated, image by image; all images one size).
+
+    Vectorised over the whole batch: best class, clipping and the small-box filter run once on all
+    proposals, and one ``batched_nms`` (keyed by image, so class-agnostic within each image) replaces a
+    Python loop of per-image NMS calls. Only the final threshold / min / max cut is per image, on indices.
+    """
+    counts = [len(p) for p in proposals]
+    if sum(counts) == 0:  # the RPN proposed nothing anywhere (decoded boxes then lose their shape)
+        return [p.new_zeros(0, 4) for p in proposals], [p.new_zeros(0) for p in proposals]
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=probs.device),
+                                    torch.tensor(counts, device=probs.device))
+    score, cls = probs[:, 1:].max(dim=1)
+    chosen = clip_boxes_to_image(decoded[torch.arange(len(score), device=probs.device), cls + 1], image_size)
+    valid = remove_small_boxes(chosen, 1e-2)
+    chosen, score, owner = chosen[valid], score[valid], owner[valid]
+    keep = batched_nms(chosen, score, owner, region.nms_iou)  # by decreasing score, all images mixed
+    # Stable sort by image keeps each image's survivors in decreasing-score order.
+    keep = keep[torch.sort(owner[keep], stable=True).indices]
+    per_image = torch.bincount(owner[keep], minlength=len(counts)).tolist()
+    final, final_scores = [], []
+    for kept in keep.split(per_image):
+        above = kept[score[kept] >= region.score_threshold]
+        if len(above) < region.min_boxes:
+            above = kept[: region.min_boxes]
+        above = above[: region.max_boxes]
+        final.append(chosen[above])
+        final_scores.append(score[above])
+    return final, final_scores
 
 
 @torch.no_grad()
@@ -72,24 +97,7 @@ def extract_regions(detector: nn.Module, images: Tensor, region: RegionConfig,
         logits, deltas = heads.box_predictor(pooled)
         decoded = heads.box_coder.decode(deltas, proposals)  # [P, C + 1, 4]
         probs = F.softmax(logits, dim=-1)
-        final, final_scores = [], []
-        start = 0
-        for index, props in enumerate(proposals):
-            count = len(props)
-            p = probs[start:start + count, 1:]
-            b = decoded[start:start + count]
-            start += count
-            if count == 0:
-                final.append(props.new_zeros(0, 4))
-                final_scores.append(props.new_zeros(0))
-                continue
-            score, cls = p.max(dim=1)
-            chosen = clip_boxes_to_image(b[torch.arange(count), cls + 1], image_list.image_sizes[index])
-            valid = remove_small_boxes(chosen, 1e-2)
-            chosen, score = chosen[valid], score[valid]
-            keep = _select(chosen, score, region)
-            final.append(chosen[keep])
-            final_scores.append(score[keep])
+        final, final_scores = select_boxes(probs, decoded, proposals, image_list.image_sizes[0], region)
     else:
         final = [b.to(images.device, torch.float32).reshape(-1, 4) * scale for b in boxes]
         final_scores = [torch.ones(len(b), device=images.device) for b in final]

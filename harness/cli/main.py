@@ -43,6 +43,7 @@ def cli() -> None:
 def _register_commands() -> None:
     from harness.cli import (
         ablation_cmd,
+        bench_cmd,
         compare_cmd,
         data_cmd,
         detector_cmd,
@@ -58,7 +59,7 @@ def _register_commands() -> None:
     cli.add_command(detector_cmd.features)
     cli.add_command(compare_cmd.compare)
     cli.add_command(regress_cmd.check_baseline)
-    for command in (*run_cmd.COMMANDS, *pretrain_cmd.COMMANDS, *ablation_cmd.COMMANDS):
+    for command in (*run_cmd.COMMANDS, *pretrain_cmd.COMMANDS, *ablation_cmd.COMMANDS, *bench_cmd.COMMANDS):
         cli.add_command(command)
 
 

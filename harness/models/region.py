@@ -65,6 +65,9 @@ class Region(ModelRecipe):
         def finish(model: VisionLanguageModel) -> dict[str, Any]:
             encoder: RegionEncoder = model.visual_encoder  # type: ignore[assignment]
             encoder.detector.load_state_dict(detector.state_dict())
+            if context.options.get("feature_cache") is False:
+                # `bench` times the detector itself: no cache attached, every image goes through it live.
+                return {"encoder": "region", "boxes": region.boxes, "detector": info, "cache": None}
             stamp = extraction_stamp(info["hash"], setup.visual, region)
             paths = list(dict.fromkeys(p for split in context.splits for p in context.task.image_paths(split)))
             stats = fill_cache(encoder, context.spec, paths, context.images, managed_cache_dir(context.spec, stamp),

@@ -22,6 +22,7 @@ from harness.errors import VlbenchError
 from harness.tasks.base import Task
 from harness.training.config import TrainConfig
 from harness.training.optim import build_optimizers, warmup_linear_decay
+from harness.training.phases import NO_PHASES, NoPhases
 from harness.training.precision import autocast
 
 
@@ -53,10 +54,12 @@ def train(
     on_best: Callable[[int, dict[str, Any]], None],
     cnn: nn.Module | None = None,
     progress: bool = True,
+    phases: NoPhases = NO_PHASES,
 ) -> TrainResult:
     """Train ``model`` + ``head`` on the task's train split; call ``on_best(epoch, val_metrics)`` on improvement.
 
-    ``cnn`` (part of ``model``) gets the CNN learning rate / optimiser of ``config``.
+    ``cnn`` (part of ``model``) gets the CNN learning rate / optimiser of ``config``. ``phases`` times the parts
+    of each step (``bench``'s harness-overhead measurement); the default costs nothing.
     """
     loader = DataLoader(
         list(range(task.train_size())), batch_size=config.batch_size, shuffle=True, generator=generator,
@@ -77,29 +80,33 @@ def train(
         epoch_start = time.perf_counter()
         running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"train {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch")
-        for index, batch in enumerate(bar):
-            batch = to_device(batch, device)
-            with autocast(device):
-                loss = task.training_loss(model, head, batch)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(
-                    f"training loss became {loss.item()} at epoch {epoch}, step {result.steps}; stopped "
-                    "(the last selected checkpoint, if any, is kept). Try a lower --lr."
-                )
-            (loss / config.grad_accum).backward()
-            if (index + 1) % config.grad_accum == 0 or index + 1 == len(loader):
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                for opt, sched in zip(optimizers, schedulers):
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                result.steps += 1
-            batch_size = len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
-            seen += batch_size
-            running += loss.item() * batch_size
-            elapsed = time.perf_counter() - epoch_start
-            bar.set_postfix(loss=f"{running / seen:.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.1f}")
+        batches = iter(bar)
+        for index in range(len(loader)):
+            with phases("data"):  # collation (image decode/resize, tokenisation, targets) and the copy to device
+                batch = to_device(next(batches), device)
+            with phases("compute"):
+                with autocast(device):
+                    loss = task.training_loss(model, head, batch)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(
+                        f"training loss became {loss.item()} at epoch {epoch}, step {result.steps}; stopped "
+                        "(the last selected checkpoint, if any, is kept). Try a lower --lr."
+                    )
+                (loss / config.grad_accum).backward()
+                if (index + 1) % config.grad_accum == 0 or index + 1 == len(loader):
+                    if config.grad_clip > 0:
+                        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    for opt, sched in zip(optimizers, schedulers):
+                        opt.step()
+                        sched.step()
+                        opt.zero_grad(set_to_none=True)
+                    result.steps += 1
+            with phases("logging"):
+                batch_size = len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
+                seen += batch_size
+                running += loss.item() * batch_size
+                elapsed = time.perf_counter() - epoch_start
+                bar.set_postfix(loss=f"{running / seen:.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.1f}")
         bar.close()
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
@@ -107,12 +114,14 @@ def train(
         record: dict[str, Any] = {"epoch": epoch, "loss": running / max(seen, 1), "seconds": round(epoch_seconds, 3)}
 
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            evaluation = task.evaluate(model, head, "val", device, progress=progress)
+            with phases("evaluate"):
+                evaluation = task.evaluate(model, head, "val", device, progress=progress)
             value = evaluation.metrics[task.selection_metric] if evaluation.metrics else None
             record["val"] = evaluation.metrics
             if value is not None and (result.best_val is None or value > result.best_val):
                 result.best_val, result.best_epoch = value, epoch
-                on_best(epoch, evaluation.metrics)
+                with phases("checkpoint"):
+                    on_best(epoch, evaluation.metrics)
         result.history.append(record)
         if progress:
             val = record.get("val")

@@ -1,0 +1,92 @@
+"""``bench`` as a function: build every subject, measure them interleaved, measure harness overhead, write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.bench.flops import MatmulProbe
+from harness.bench.measure import measure
+from harness.bench.overhead import measure_overhead
+from harness.bench.report import build_report, write_report
+from harness.bench.subjects import build_subject
+from harness.errors import VlbenchError
+from harness.experiment import resolve_device, resolve_spec
+from harness.models import MODELS, load_all_models
+from harness.training.config import TRAIN_PRESETS
+from harness.training.precision import precision_name
+from harness.training.seeding import seed_everything
+
+
+@dataclass
+class BenchOptions:
+    model: str
+    task: str
+    run_dir: Path
+    data: Path | None = None
+    preset: str = "tiny"
+    batch_size: int = 32
+    compare: list[str] = field(default_factory=list)
+    checkpoint: Path | None = None
+    detector: Path | None = None
+    device: str = "auto"
+    warmup: int = 3
+    repeats: int = 20
+    train_steps: int = 5
+    overhead_steps: int = 8
+    overhead_epochs: int = 2
+    channels_last: bool | None = None
+    """None = on for CUDA (NHWC convolutions), off on CPU (oneDNN picks its own layout there)."""
+    compile: bool = False
+    threads: int | None = None
+    progress: bool = True
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    load_all_models()
+    names = list(dict.fromkeys([options.model, *options.compare]))
+    for name in names:
+        MODELS.get(name)  # unknown names -> one-line error listing the known ones
+    if "textonly" in names:
+        raise VlbenchError("textonly has no visual encoder to benchmark; compare pixelbert, soho, grid or region")
+    if options.checkpoint is not None and len(names) > 1:
+        raise VlbenchError("--checkpoint belongs to one model; it cannot be combined with --compare")
+    if options.preset not in TRAIN_PRESETS:
+        raise VlbenchError(f"unknown preset {options.preset!r} (known: {', '.join(TRAIN_PRESETS)})")
+    if min(options.batch_size, options.repeats, options.train_steps) < 1 or options.warmup < 0:
+        raise VlbenchError("--batch-size, --repeats and --train-steps must be at least 1, --warmup at least 0")
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    device = resolve_device(options.device)
+    channels_last = device.type == "cuda" if options.channels_last is None else options.channels_last
+    spec = resolve_spec(options.data, options.task, options.progress)
+    options.run_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(0)
+    train_config = TRAIN_PRESETS[options.preset].with_overrides(batch_size=options.batch_size)
+
+    probe = MatmulProbe(device)
+    probe.warm()
+    subjects = [build_subject(name, options.task, spec, device, preset=options.preset, batch_size=options.batch_size,
+                              train_config=train_config, detector=options.detector, checkpoint=options.checkpoint,
+                              embedded_world=options.data is None, channels_last=channels_last,
+                              compile_model=options.compile, progress=options.progress) for name in names]
+    results = measure(subjects, probe, warmup=options.warmup, repeats=options.repeats,
+                      train_steps=options.train_steps, progress=options.progress)
+    peak = probe.record()
+    for subject in subjects:
+        results[subject.name]["harness_overhead"] = (
+            measure_overhead(subject, steps=options.overhead_steps, epochs=options.overhead_epochs,
+                             progress=options.progress) if options.overhead_steps > 0 else None)
+    settings = {"preset": options.preset, "data": str(spec.path), "warmup": options.warmup, "repeats": options.repeats,
+                "train_steps": options.train_steps, "overhead_steps": options.overhead_steps,
+                "overhead_epochs": options.overhead_epochs, "channels_last": channels_last, "compile": options.compile,
+                "inference_mode": True, "checkpoint": None if options.checkpoint is None else str(options.checkpoint),
+                "detector": None if options.detector is None else str(options.detector),
+                "interleaved": len(names) > 1, "split": subjects[0].setup["split"]}
+    report = build_report(reference=options.model, task=options.task, results=results, device=device,
+                          precision=precision_name(device), batch_size=options.batch_size, peak=peak, settings=settings)
+    write_report(options.run_dir, report)
+    return report
