@@ -32,7 +32,7 @@ def _check(*args: str):
 
 
 def _run(tmp_path: Path, name: str, right: int, speed: float | None = None, **kwargs) -> Path:
-    bench = None if speed is None else {"model": "pixelbert", "task": "vqa", "samples_per_second": speed}
+    bench = None if speed is None else {"model": "pixelbert", "task": "vqa", "inference": {"samples_per_second": speed}}
     return vqa_run(tmp_path / name, "pixelbert", [1.0] * right + [0.0] * (20 - right), bench=bench, **kwargs)
 
 

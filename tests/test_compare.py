@@ -142,9 +142,9 @@ def test_vqa_bootstrap_marks_per_answer_type(tmp_path: Path) -> None:
 
 def test_pretrain_runs_are_skipped_with_a_note_and_outputs_are_complete(tmp_path: Path) -> None:
     vqa_run(tmp_path / "pb", "pixelbert", [1.0, 0.0] * 20,
-            bench={"model": "pixelbert", "task": "vqa", "samples_per_second": 100.0})
+            bench={"model": "pixelbert", "task": "vqa", "inference": {"samples_per_second": 100.0}})
     vqa_run(tmp_path / "rg", "region", [1.0, 1.0, 0.0, 0.0] * 10,
-            bench={"model": "region", "task": "vqa", "samples_per_second": 25.0})
+            bench={"model": "region", "task": "vqa", "inference": {"samples_per_second": 25.0}})
     make_run(tmp_path / "pre", "pixelbert", "pretrain", kind="pretrain", metrics={"mlm_accuracy": 1.0})
     code, out, err = _compare(str(tmp_path / "pb"), str(tmp_path / "rg"), str(tmp_path / "pre"), "--out",
                               str(tmp_path / "rep"))

@@ -71,8 +71,7 @@ class Collection:
 
 
 def _dig(data: Any, *paths: str) -> Any:
-    """The first of several dotted paths present in nested dicts (bench.json's layout is owned elsewhere,
-    so a few spellings are accepted)."""
+    """The first of several dotted paths present in nested dicts."""
     for dotted in paths:
         node = data
         for part in dotted.split("."):
@@ -92,30 +91,32 @@ def _number(value: Any) -> float | None:
 
 
 def read_bench(path: Path) -> BenchInfo:
+    """The headline numbers of a ``vlbench bench`` file (its layout: ``harness/bench/report.py``).
+
+    The top level holds the ``--model`` results. One NLVR2 sample is two images, so ms per image divides by the
+    task's images per sample. ``bench`` always runs a region model's detector live (never the feature cache), so
+    ``detector_counted`` is True for detector encoders and None where there is no detector.
+    """
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise VlbenchError(f"{path}: expected a JSON object")
-    sps = _number(_dig(raw, "samples_per_second", "throughput.samples_per_second", "total.samples_per_second"))
-    ips = _number(_dig(raw, "images_per_second", "throughput.images_per_second", "total.images_per_second"))
-    ms_image = _number(_dig(raw, "ms_per_image", "latency.ms_per_image", "total.ms_per_image"))
-    if ms_image is None and ips:
-        ms_image = 1000.0 / ips
-    if ms_image is None and sps:
-        # Without an images/sample count, one sample is taken as one image (true for VQA and retrieval's ITM).
-        per_sample = _number(_dig(raw, "images_per_sample")) or 1.0
-        ms_image = 1000.0 / (sps * per_sample)
-    detector = _dig(raw, "detector_counted", "includes_detector", "visual_encoder.includes_detector")
-    batch = _dig(raw, "batch_size", "config.batch_size")
+    if not isinstance(raw.get("inference"), dict):
+        raise VlbenchError(f"{path}: not a `vlbench bench` file (no 'inference' block)")
+    sps = _number(_dig(raw, "inference.samples_per_second"))
+    images_per_sample = 2.0 if raw.get("task") == "nlvr2" else 1.0
+    ms_image = 1000.0 / (sps * images_per_sample) if sps else None
+    encoder = _dig(raw, "split.visual_encoder.name")
+    batch = _dig(raw, "batch_size")
     return BenchInfo(
         path=path,
         samples_per_second=sps,
         ms_per_image=ms_image,
-        latency_p50_ms=_number(_dig(raw, "latency_ms.p50", "latency.p50_ms", "latency_p50_ms", "latency.p50")),
-        latency_p95_ms=_number(_dig(raw, "latency_ms.p95", "latency.p95_ms", "latency_p95_ms", "latency.p95")),
-        device=_dig(raw, "device", "device.name", "env.device"),
+        latency_p50_ms=_number(_dig(raw, "inference.latency_ms_per_sample.p50")),
+        latency_p95_ms=_number(_dig(raw, "inference.latency_ms_per_sample.p95")),
+        device=_dig(raw, "device.name"),
         precision=_dig(raw, "precision"),
         batch_size=int(batch) if isinstance(batch, int) else None,
-        detector_counted=detector if isinstance(detector, bool) else None,
+        detector_counted=True if encoder == "detector" else None,
         raw=raw,
     )
 

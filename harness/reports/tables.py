@@ -51,10 +51,6 @@ def speeds(collection: Collection, labels: list[str]) -> tuple[dict[str, Speed],
         if not entries:
             continue
         ms = [b.ms_per_image for _, b in entries if b.ms_per_image]
-        for _, bench in entries:
-            if bench.detector_counted is False:
-                notes.append(f"{bench.path}: says the detector is not counted; its ms/image understates the region "
-                             "pipeline")
         mean_ms = sum(ms) / len(ms) if ms else None
         out[label] = Speed(images_per_second=1000.0 / mean_ms if mean_ms else None, ms_per_image=mean_ms,
                            files=len(entries), tasks=sorted({t for t, _ in entries if t}))
