@@ -25,9 +25,9 @@ def _browser() -> str | None:
 @pytest.mark.skipif(_browser() is None, reason="no headless Chromium/Chrome installed")
 def test_html_report_renders_in_headless_browser(tmp_path: Path) -> None:
     vqa_run(tmp_path / "runs" / "pb", "pixelbert", [1.0, 0.0, 1.0] * 20,
-            bench={"model": "pixelbert", "task": "vqa", "samples_per_second": 100.0})
+            bench={"model": "pixelbert", "task": "vqa", "inference": {"samples_per_second": 100.0}})
     vqa_run(tmp_path / "runs" / "rg", "region", [0.0, 0.0, 1.0] * 20,
-            bench={"model": "region", "task": "vqa", "samples_per_second": 20.0})
+            bench={"model": "region", "task": "vqa", "inference": {"samples_per_second": 20.0}})
     nlvr2_run(tmp_path / "runs" / "pb-n", "pixelbert", [True, False] * 30)
     result = CliRunner().invoke(cli, ["compare", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),
                                       "--resamples", "500"])
