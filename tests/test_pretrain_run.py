@@ -133,3 +133,20 @@ def test_ablation_writes_the_table_and_reuses_finished_runs(world: Path, tmp_pat
     stamp = (tmp_path / "mlm" / "nlvr2" / "run.json").stat().st_mtime_ns
     code, output = invoke(*args)
     assert code == 0 and (tmp_path / "mlm" / "nlvr2" / "run.json").stat().st_mtime_ns == stamp, "reused"
+
+
+@pytest.mark.parametrize("model", ["region", "grid"])
+def test_region_and_grid_pretrain_with_their_detector_then_fine_tune(world: Path, detector_file, tmp_path: Path,
+                                                                      model: str) -> None:
+    """The region side pre-trains with the same MLM + ITM (the fairness rule) through the same prepare step as
+    `run` (detector, feature cache), and `run --init` fine-tunes the result."""
+    record = pretrain(world, tmp_path / "pt", model, "--epochs", 1, "--detector", detector_file[0])
+    assert record["config"]["objectives"] == ["mlm", "itm"]
+    # Region tokens are boxes, never pixel-sampled; grid tokens are frozen-CNN pixels, sampled as in Pixel-BERT.
+    assert (record["config"]["pixel_sample"] is None) == (model == "region")
+    assert record["visual_encoder"]["detector"]["path"] == str(detector_file[0])
+    code, output = invoke("run", "--model", model, "--task", "vqa", "--data", world / "vqa.yaml",
+                          "--init", tmp_path / "pt" / "checkpoint.safetensors", "--detector", detector_file[0],
+                          "--limit", 32, "--epochs", 1, "--run-dir", tmp_path / "ft", "--no-progress")
+    assert code == 0, output
+    assert json.loads((tmp_path / "ft" / "run.json").read_text())["config"]["init"].endswith("checkpoint.safetensors")

@@ -46,12 +46,15 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--text-init-layers", type=click.IntRange(min=1), default=None,
               help="With --text-init: keep only the first N layers.")
 @click.option("--cnn-init", type=_existing_file, default=None, help="Local torchvision state dict for the CNN.")
+@click.option("--detector", type=_existing_file, default=None,
+              help="region/grid: a trained detector (`vlbench detector train` output); default: the one `run` "
+                   "would use, trained on the spec's COCO boxes the first time.")
 @click.option("--limit", type=click.IntRange(min=2), default=None,
               help="Use only the first N images of each split (quick checks); recorded in run.json.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, lr, cnn_lr,
+def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, lr, cnn_lr, detector,
              dictionary_size, mvm_probability, text_init, text_init_layers, cnn_init, limit, device, overwrite,
              no_progress) -> None:
     """Pre-train MODEL on image-caption pairs with MLM / ITM (/ MVM), then fine-tune with `vlbench run --init`.
@@ -73,7 +76,7 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
                  "cnn_lr": cnn_lr, "mvm_probability": mvm_probability}
     record = run_pretraining(PretrainOptions(
         model=model, run_dir=run_dir, data=data, preset=preset, seed=seed, dictionary_size=dictionary_size,
-        text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
+        text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, detector=detector, device=device,
         overwrite=overwrite, progress=not no_progress, limit=limit, overrides=overrides,
     ))
     val = ", ".join(f"{k} {v}" for k, v in record["metrics"]["val"].items() if not k.endswith("_predictions"))

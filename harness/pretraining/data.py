@@ -51,6 +51,10 @@ class CaptionPairs:
             self._splits[split] = images
         return self._splits[split]
 
+    def image_paths(self, split: str) -> list:
+        """Every image of the split, in order (a region model's prepare hook extracts their features)."""
+        return [image.path for image in self.examples(split)]
+
     def fingerprint(self, split: str) -> str:
         return retrieval_fingerprint(self.examples(split))
 

@@ -18,7 +18,14 @@ from harness.checkpoints import save_checkpoint
 from harness.data.spec import load_spec
 from harness.errors import VlbenchError
 from harness.experiment import prepare_run_dir, resolve_device
-from harness.models import build_model, load_pretrained_parts, model_setup, trainable_cnn
+from harness.models import (
+    MODELS,
+    PrepareContext,
+    build_model,
+    load_pretrained_parts,
+    model_setup,
+    trainable_cnn,
+)
 from harness.pretraining.config import PRETRAIN_PRESETS, PretrainConfig
 from harness.pretraining.data import CaptionPairs
 from harness.pretraining.loop import pretrain
@@ -46,6 +53,8 @@ class PretrainOptions:
     text_init: Path | None = None
     text_init_layers: int | None = None
     cnn_init: Path | None = None
+    detector: Path | None = None
+    """region/grid: a trained detector; without it the one `run` would use is found or trained."""
     device: str = "auto"
     overwrite: bool = False
     progress: bool = True
@@ -111,8 +120,15 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
         data_record["splits"][split] = {"fingerprint": data.fingerprint(split), **data.summary(split),
                                         "text": text_issues(tokenizer, texts, config.max_text_len)}
 
+    # Model-specific work before training, exactly as `run` does it (region: detector + feature cache).
+    prepared = MODELS.get(options.model)().prepare(setup, PrepareContext(
+        spec=spec, task=data, images=data.images, splits=splits, progress=options.progress, seed=options.seed,
+        options={"detector": options.detector, "detector_data": None, "embedded_world": options.data is None}))
+    if prepared is not None:
+        setup = prepared.setup
     model = build_model(setup)
     load_pretrained_parts(model, setup)
+    visual_record = prepared.finish(model) if prepared is not None else None
     encoder = model.visual_encoder
     _check_objectives(encoder, config, options.model)
     pixel_sample = resolve_pixel_sample(encoder, config, setup.visual.image_size)
@@ -161,5 +177,7 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
         data=data_record, metrics={"val": final["val"]}, train=train_record, evaluation={},
         files={"checkpoint": [CHECKPOINT_NAME]}, device=device,
     )
+    if visual_record is not None:
+        record["visual_encoder"] = visual_record
     write_run_record(options.run_dir, record)
     return record
