@@ -137,9 +137,11 @@ def test_ablation_writes_the_table_and_reuses_finished_runs(world: Path, tmp_pat
 
 @pytest.mark.parametrize("model", ["region", "grid"])
 def test_region_and_grid_pretrain_with_their_detector_then_fine_tune(world: Path, detector_file, tmp_path: Path,
-                                                                      model: str) -> None:
+                                                                      model: str, monkeypatch) -> None:
     """The region side pre-trains with the same MLM + ITM (the fairness rule) through the same prepare step as
     `run` (detector, feature cache), and `run --init` fine-tunes the result."""
+    # A feature cache of its own: tests elsewhere assert what a fresh cache extracts.
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path / "cache"))
     record = pretrain(world, tmp_path / "pt", model, "--epochs", 1, "--detector", detector_file[0])
     assert record["config"]["objectives"] == ["mlm", "itm"]
     # Region tokens are boxes, never pixel-sampled; grid tokens are frozen-CNN pixels, sampled as in Pixel-BERT.
