@@ -19,7 +19,7 @@ from harness.batches import to_device
 from harness.pretraining.config import PretrainConfig
 from harness.pretraining.data import CaptionPairs
 from harness.training.loop import NonFiniteLoss
-from harness.training.optim import build_optimizers, warmup_linear_decay
+from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
 from harness.training.precision import autocast
 from pixelbert.pretraining.heads import PretrainingHeads
 from pixelbert.pretraining.objective import ObjectiveOutput
@@ -152,12 +152,7 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
                                     "stopped (the last epoch's checkpoint is kept). Try a lower --lr.")
             (loss / config.grad_accum).backward()
             if (index + 1) % config.grad_accum == 0 or index + 1 == len(loader):
-                if config.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                for opt, sched in zip(optimizers, schedulers):
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
+                optimizer_step(optimizers, schedulers, params, config.grad_clip)
                 result.steps += 1
             meter.add(results, visual)
             seen += batch["images"].shape[0]

@@ -21,7 +21,7 @@ from harness.batches import to_device
 from harness.errors import VlbenchError
 from harness.tasks.base import Task
 from harness.training.config import TrainConfig
-from harness.training.optim import build_optimizers, warmup_linear_decay
+from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
 from harness.training.phases import NO_PHASES, NoPhases
 from harness.training.precision import autocast
 
@@ -94,12 +94,7 @@ def train(
                     )
                 (loss / config.grad_accum).backward()
                 if (index + 1) % config.grad_accum == 0 or index + 1 == len(loader):
-                    if config.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    for opt, sched in zip(optimizers, schedulers):
-                        opt.step()
-                        sched.step()
-                        opt.zero_grad(set_to_none=True)
+                    optimizer_step(optimizers, schedulers, params, config.grad_clip)
                     result.steps += 1
             with phases("logging"):
                 batch_size = len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))

@@ -70,3 +70,14 @@ def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def optimizer_step(optimizers: list[torch.optim.Optimizer], schedulers: list, params: list[nn.Parameter],
+                   grad_clip: float) -> None:
+    """One update of every optimiser (after gradient accumulation): clip, step, advance the schedule, clear."""
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    for opt, sched in zip(optimizers, schedulers):
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
