@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from harness.errors import VlbenchError
-from harness.training.config import TrainConfig
+from harness.training.config import ReadableConfig, TrainConfig
 
 OBJECTIVES = ("mlm", "itm", "mvm")
 
@@ -23,7 +23,7 @@ def parse_objectives(text: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(ReadableConfig):
     objectives: tuple[str, ...] = ("mlm", "itm")
     epochs: int = 5
     """One epoch visits every training image once, with one of its captions drawn at random (tiny world: 2000
@@ -79,13 +79,6 @@ class PretrainConfig:
         out["objectives"] = list(self.objectives)
         return out
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def with_overrides(self, **overrides: Any) -> PretrainConfig:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {

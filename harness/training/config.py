@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.errors import VlbenchError
 
+C = TypeVar("C", bound="ReadableConfig")
+
+
+class ReadableConfig:
+    """Shared by the hyper-parameter dataclasses: read back from run.json / checkpoint headers (keys that a later
+    version dropped are ignored) and overridden from CLI options (None = keep the preset's value)."""
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_overrides(self: C, **overrides: Any) -> C:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ReadableConfig):
     epochs: int = 4
     batch_size: int = 32
     eval_batch_size: int = 256
@@ -48,13 +63,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def with_overrides(self, **overrides: Any) -> TrainConfig:
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
