@@ -166,6 +166,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     if options.init is not None:
         _load_init(model, options.init)
     head = task.build_head(config.transformer.hidden_size)
+    head_init = _load_init_head(head, task, options.init) if options.init is not None else None
     model.to(device)
     head.to(device)
     visual_record = prepared.finish(model) if prepared is not None else None
@@ -191,7 +192,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     record = build_run_record(
         kind="run", model=options.model, task=options.task, seed=options.seed,
         config={"preset": options.preset, "model": config.to_dict(), "train": train_config.to_dict(),
-                "data": str(spec.path), "limit": options.limit, "init": _str(options.init), "device": str(device),
+                "data": str(spec.path), "limit": options.limit, "init": _str(options.init), "head_init": head_init,
+                "device": str(device),
                 "precision": precision_name(device)},
         data=data_record, metrics=metrics,
         train={**result.to_dict(), "selected_checkpoint": CHECKPOINT_NAME,
@@ -269,6 +271,21 @@ def _load_init(model: nn.Module, path: Path) -> None:
     state, meta = load_checkpoint(path)
     model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     _load_strict(model, model_state, path, f"model (from a {meta.get('model')!r} checkpoint)")
+
+
+def _load_init_head(head: nn.Module, task: Task, path: Path) -> str | None:
+    """Start the task head from the checkpoint's matching pre-training head (retrieval: ITM), if it has one.
+
+    Returns what the head was initialised from (recorded in run.json), or None when it starts fresh."""
+    if task.pretrained_head is None:
+        return None
+    prefix = f"pretrain.{task.pretrained_head}."
+    state, _ = load_checkpoint(path)
+    head_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not head_state:
+        return None
+    _load_strict(head, head_state, path, f"{task.name} head (from the pre-training {task.pretrained_head} head)")
+    return f"pretrain.{task.pretrained_head}"
 
 
 def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:

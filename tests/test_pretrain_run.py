@@ -79,6 +79,21 @@ def test_run_init_fine_tunes_the_pretrained_model(world: Path, pixelbert_pretrai
     assert code == 0, output
     record = json.loads((tmp_path / "ft" / "run.json").read_text())
     assert record["config"]["init"].endswith("checkpoint.safetensors")
+    assert record["config"]["head_init"] == "pretrain.itm", "retrieval continues the pre-trained ITM classifier"
+
+
+def test_retrieval_head_starts_from_the_pretrained_itm_head(world: Path, pixelbert_pretrained: Path) -> None:
+    from harness.experiment import _load_init_head
+    from harness.tasks.nlvr2 import Nlvr2Task
+    from harness.tasks.retrieval import RetrievalTask
+
+    checkpoint = pixelbert_pretrained / "checkpoint.safetensors"
+    state, _ = load_checkpoint(checkpoint)
+    head = RetrievalTask.build_head(None, 256)  # type: ignore[arg-type]  # build_head reads no task state
+    assert _load_init_head(head, RetrievalTask, checkpoint) == "pretrain.itm"
+    for name, tensor in head.state_dict().items():
+        assert (tensor == state[f"pretrain.itm.{name}"]).all(), name
+    assert _load_init_head(Nlvr2Task.build_head(None, 256), Nlvr2Task, checkpoint) is None  # type: ignore[arg-type]
 
 
 def test_soho_pretrains_with_mvm_and_fine_tunes(world: Path, soho_pretrained: Path, tmp_path: Path) -> None:

@@ -36,6 +36,9 @@ class Task(ABC):
     name: ClassVar[str]
     selection_metric: ClassVar[str]
     """Key of ``metrics`` used to pick the best checkpoint on the validation split (higher is better)."""
+    pretrained_head: ClassVar[str | None] = None
+    """The pre-training head (``itm``, ...) whose weights this task's head starts from under ``run --init``,
+    when the checkpoint has it; None = the head always starts fresh."""
 
     def __init__(self, spec: DatasetSpec, images: ImageTensors, text: TextBatcher, config: TrainConfig,
                  state: dict[str, Any] | None = None, limit: int | None = None) -> None:

@@ -41,6 +41,7 @@ def match_score(model: nn.Module, head: nn.Module, ids: torch.Tensor, mask: torc
 class RetrievalTask(Task):
     name = "retrieval"
     selection_metric = "rsum"
+    pretrained_head = "itm"  # the same image-text matching classifier: fine-tuning continues it (Pixel-BERT)
 
     @classmethod
     def accepted_spec_tasks(cls) -> tuple[str, ...]:
