@@ -32,6 +32,8 @@ from harness.models import (
 from harness.records.run_record import build_run_record, write_run_record
 from harness.tasks import TASKS, load_all
 from harness.tasks.base import Evaluation, Task
+from harness.tasks.rerank import Rerank
+from harness.tasks.retrieval import RetrievalTask
 from harness.training.config import TRAIN_PRESETS, TrainConfig
 from harness.training.loop import train
 from harness.training.precision import precision_name
@@ -104,6 +106,7 @@ def _evaluate_splits(task: Task, model: nn.Module, head: nn.Module, splits: list
     metrics: dict[str, Any] = {}
     files: dict[str, list[str]] = {}
     timing: dict[str, float] = {}
+    details: dict[str, dict[str, Any]] = {}
     for split in splits:
         start = time.perf_counter()
         evaluation: Evaluation = task.evaluate(model, head, split, device, progress=progress)
@@ -115,7 +118,9 @@ def _evaluate_splits(task: Task, model: nn.Module, head: nn.Module, splits: list
             files[split].append(name)
         if evaluation.metrics is not None:
             metrics[split] = evaluation.metrics
-    return metrics, files, {"seconds": timing}
+        for key, value in evaluation.info.items():
+            details.setdefault(key, {})[split] = value
+    return metrics, files, {"seconds": timing, **details}
 
 
 def _present(spec: DatasetSpec, splits: tuple[str, ...]) -> list[str]:
@@ -208,8 +213,11 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
 
 def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: Path | None = None,
                         splits: tuple[str, ...] | None = None, device_name: str = "auto", overwrite: bool = False,
-                        progress: bool = True, limit: int | None = None) -> dict[str, Any]:
-    """Score a saved checkpoint on a dataset without training; writes the same files as ``run``."""
+                        progress: bool = True, limit: int | None = None, rerank: Rerank | None = None,
+                        ) -> dict[str, Any]:
+    """Score a saved checkpoint on a dataset without training; writes the same files as ``run``.
+
+    ``rerank`` (retrieval only): score just the top-k candidates of a first-stage score matrix."""
     load_all()
     meta = read_checkpoint_meta(checkpoint)
     if meta.get("task") != task_name:
@@ -228,6 +236,10 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
     tokenizer = load_tokenizer()
     task: Task = task_cls(spec, ImageTensors(config.visual.image_size), TextBatcher(tokenizer, train_config.max_text_len),
                           train_config, state=meta.get("task_state"), limit=limit)
+    if rerank is not None:
+        if not isinstance(task, RetrievalTask):
+            raise VlbenchError("re-ranking (--rerank-k) applies only to the retrieval task")
+        task.rerank = rerank
     data_record = _data_record(task, wanted, train_config.max_text_len)
     model = build_model(config)
     head = task.build_head(config.transformer.hidden_size)

@@ -136,6 +136,30 @@ def test_retrieval_scores_rescore_to_the_recorded_metrics(retrieval_run: Path, w
     assert json.loads(output) == pytest.approx(_record(retrieval_run)["metrics"]["test"])
 
 
+def test_eval_rerank_top_k_keeps_recall_at_k_of_full_scoring(retrieval_run: Path, world: Path,
+                                                             tmp_path: Path) -> None:
+    """With the run's own full scores as the first stage, re-scoring the top 5 must give the same R@1 and R@5
+    while scoring far fewer pairs; a first stage of the wrong shape is a one-line error."""
+    out = tmp_path / "rerank"
+    code, output = invoke("eval", "--checkpoint", retrieval_run / "checkpoint.safetensors", "--task", "retrieval",
+                          "--data", world / "retrieval.yaml", "--split", "test", "--limit", "16",
+                          "--rerank-k", "5", "--first-stage", retrieval_run / "scores_test.npy",
+                          "--run-dir", out, "--no-progress")
+    assert code == 0, output
+    record, full = _record(out), _record(retrieval_run)["metrics"]["test"]
+    for key in ("tr_r1", "tr_r5", "ir_r1", "ir_r5"):
+        assert record["metrics"]["test"][key] == pytest.approx(full[key]), key
+    rerank = record["eval"]["rerank"]["test"]
+    assert rerank["k"] == 5 and rerank["pairs"] == 16 * 80 and rerank["pairs_scored"] < rerank["pairs"] / 2
+
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 4)))
+    code, output = invoke("eval", "--checkpoint", retrieval_run / "checkpoint.safetensors", "--task", "retrieval",
+                          "--data", world / "retrieval.yaml", "--split", "test", "--limit", "16",
+                          "--rerank-k", "5", "--first-stage", tmp_path / "wrong.npy", "--run-dir", tmp_path / "bad",
+                          "--no-progress")
+    assert code != 0 and "16 images x 80 captions" in output
+
+
 def test_eval_reproduces_the_run(vqa_run: Path, world: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     code, output = invoke("eval", "--checkpoint", vqa_run / "checkpoint.safetensors", "--task", "vqa",

@@ -122,15 +122,30 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--split", "splits", multiple=True, help="Split(s) to score (repeatable). Default: val and test.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N examples (retrieval: images) of each split.")
+@click.option("--rerank-k", type=click.IntRange(min=1), default=None,
+              help="Retrieval on large splits: score only each image's top-K captions and each caption's top-K "
+                   "images of --first-stage (needs one --split).")
+@click.option("--first-stage", type=_existing_file, default=None,
+              help="With --rerank-k: a .npy score matrix [n_images, n_captions] for the split (any model's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def eval_(checkpoint, task, run_dir, data, splits, limit, device, overwrite, no_progress) -> None:
+def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage, device, overwrite,
+          no_progress) -> None:
     """Score a saved checkpoint on a dataset without training; writes the same files as `run`."""
     from harness.experiment import evaluate_checkpoint
+    from harness.tasks.rerank import Rerank
 
+    rerank = None
+    if (rerank_k is None) != (first_stage is None):
+        raise click.UsageError("--rerank-k and --first-stage go together")
+    if rerank_k is not None:
+        if len(splits) != 1:
+            raise click.UsageError("re-ranking scores one split: name it with --split")
+        rerank = Rerank.from_file(first_stage, rerank_k)
     record = evaluate_checkpoint(checkpoint, task, run_dir, data=data, splits=tuple(splits) or None,
-                                 device_name=device, overwrite=overwrite, progress=not no_progress, limit=limit)
+                                 device_name=device, overwrite=overwrite, progress=not no_progress, limit=limit,
+                                 rerank=rerank)
     click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
 
 

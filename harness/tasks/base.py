@@ -30,6 +30,8 @@ class Evaluation:
     metrics: dict[str, Any] | None
     write: Callable[[Path], list[str]]
     per_example: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    """How the split was evaluated when it is not the default (e.g. retrieval re-ranking); goes into run.json."""
 
 
 class Task(ABC):

@@ -26,6 +26,7 @@ from harness.fileio import write_bytes
 from harness.metrics.retrieval import retrieval_per_query_ranks, retrieval_recall
 from harness.tasks import TASKS
 from harness.tasks.base import Evaluation, Task
+from harness.tasks.rerank import Rerank, candidate_mask, merge_scores
 from harness.training.precision import autocast
 from pixelbert.heads import ItmHead
 from pixelbert.visual import VisualTokens
@@ -42,6 +43,8 @@ class RetrievalTask(Task):
     name = "retrieval"
     selection_metric = "rsum"
     pretrained_head = "itm"  # the same image-text matching classifier: fine-tuning continues it (Pixel-BERT)
+    rerank: Rerank | None = None
+    """Set by ``eval --rerank-k``: score only a first stage's top-k candidates (large splits)."""
 
     @classmethod
     def accepted_spec_tasks(cls) -> tuple[str, ...]:
@@ -131,8 +134,10 @@ class RetrievalTask(Task):
 
     @torch.no_grad()
     def score_matrix(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
-                     progress: bool = True) -> np.ndarray:
-        """ITM log-odds for every (image, caption) pair of the split: [n_images, n_captions]."""
+                     progress: bool = True, candidates: np.ndarray | None = None) -> np.ndarray:
+        """ITM log-odds for every (image, caption) pair of the split: [n_images, n_captions].
+
+        ``candidates`` ([n_images, n_captions] bool, re-ranking): score only those pairs, leave the rest 0."""
         model.eval()
         head.eval()
         images = self.examples(split)
@@ -140,7 +145,8 @@ class RetrievalTask(Task):
                    for columns, tokens in self.caption_batches(split)]
         n_captions = sum(len(columns) for columns, _ in batches)
         scores = np.zeros((len(images), n_captions), dtype=np.float32)
-        bar = tqdm(total=len(images) * n_captions, desc=f"retrieval {split}", disable=not progress,
+        pairs = len(images) * n_captions if candidates is None else int(candidates.sum())
+        bar = tqdm(total=pairs, desc=f"retrieval {split}", disable=not progress,
                    leave=False, unit="pair", unit_scale=True)
         image_block = max(1, self.config.eval_batch_size // 8)
         for start in range(0, len(images), image_block):
@@ -149,10 +155,16 @@ class RetrievalTask(Task):
                 visual = model.encode_images(self.images.batch([i.path for i in block]).to(device))
             for offset in range(len(block)):
                 for columns, tokens in batches:
+                    ids, mask = tokens["input_ids"], tokens["attention_mask"]
+                    if candidates is not None:
+                        keep = candidates[start + offset, columns]
+                        if not keep.any():
+                            continue
+                        rows = torch.from_numpy(np.flatnonzero(keep)).to(device)
+                        columns, ids, mask = columns[keep], ids[rows], mask[rows]
                     index = torch.full((len(columns),), offset, device=device)
                     with autocast(device):
-                        logits = match_score(model, head, tokens["input_ids"], tokens["attention_mask"],
-                                             visual.index(index)).float()
+                        logits = match_score(model, head, ids, mask, visual.index(index)).float()
                     scores[start + offset, columns] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
                     bar.update(len(columns))
         bar.close()
@@ -161,8 +173,17 @@ class RetrievalTask(Task):
     def evaluate(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
                  progress: bool = True) -> Evaluation:
         images = self.examples(split)
-        scores = self.score_matrix(model, head, split, device, progress)
         per_image = [len(i.captions) for i in images]
+        info: dict[str, Any] = {}
+        if self.rerank is None:
+            scores = self.score_matrix(model, head, split, device, progress)
+        else:
+            self.rerank.check_shape(len(images), sum(per_image))
+            candidates = candidate_mask(self.rerank.first_stage, self.rerank.k)
+            rescored = self.score_matrix(model, head, split, device, progress, candidates=candidates)
+            scores = merge_scores(self.rerank.first_stage, candidates, rescored)
+            info["rerank"] = {"k": self.rerank.k, "first_stage": self.rerank.source,
+                              "pairs_scored": int(candidates.sum()), "pairs": int(candidates.size)}
         metrics = retrieval_recall(scores, per_image)
         ranks = retrieval_per_query_ranks(scores, per_image)
         per_example = {"kind": "ranks", "tr_best_rank": [int(r) for r in ranks["tr"]],
@@ -177,4 +198,4 @@ class RetrievalTask(Task):
             write_bytes(run_dir / name, buffer.getvalue())
             return [name]
 
-        return Evaluation(split=split, metrics=metrics, write=write, per_example=per_example)
+        return Evaluation(split=split, metrics=metrics, write=write, per_example=per_example, info=info)
