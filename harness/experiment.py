@@ -34,7 +34,7 @@ from harness.tasks import TASKS, load_all
 from harness.tasks.base import Evaluation, Task
 from harness.tasks.rerank import Rerank
 from harness.tasks.retrieval import RetrievalTask
-from harness.training.config import TRAIN_PRESETS, TrainConfig
+from harness.training.config import TrainConfig, train_preset
 from harness.training.loop import train
 from harness.training.precision import precision_name
 from harness.training.seeding import seed_everything
@@ -131,9 +131,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     """Train ``options.model`` on ``options.task``, keep the best validation checkpoint, predict val/test."""
     load_all()
     task_cls = TASKS.get(options.task)
-    if options.preset not in TRAIN_PRESETS:
-        raise VlbenchError(f"unknown preset {options.preset!r} (known: {', '.join(TRAIN_PRESETS)})")
-    train_config = TRAIN_PRESETS[options.preset].with_overrides(**options.train_overrides)
+    train_config = train_preset(options.preset, options.task).with_overrides(**options.train_overrides)
     device = resolve_device(options.device)
     spec = resolve_spec(options.data, options.task, options.progress)
     for split in ("train", "val"):

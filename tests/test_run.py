@@ -100,6 +100,14 @@ def test_training_lowers_the_retrieval_loss(retrieval_run: Path) -> None:
     assert losses[-1] < losses[0]
 
 
+def test_tiny_retrieval_validates_every_second_epoch(retrieval_run: Path) -> None:
+    """The tiny preset's retrieval budget: full val scoring costs about an epoch, so it runs every 2 epochs
+    and after the last; --epochs still overrides the preset's 2."""
+    record = _record(retrieval_run)
+    assert record["config"]["train"]["eval_every"] == 2 and record["config"]["train"]["epochs"] == 3
+    assert [("val" in epoch) for epoch in record["train"]["history"]] == [False, True, True]
+
+
 def test_vqa_predictions_rescore_to_the_recorded_metrics(vqa_run: Path, world: Path) -> None:
     results = json.loads((vqa_run / "predictions_test.json").read_text())
     assert results and set(results[0]) == {"question_id", "answer"}

@@ -16,7 +16,7 @@ from harness.bench.subjects import build_subject
 from harness.errors import VlbenchError
 from harness.experiment import resolve_device, resolve_spec
 from harness.models import MODELS, load_all_models
-from harness.training.config import TRAIN_PRESETS
+from harness.training.config import train_preset
 from harness.training.precision import precision_name
 from harness.training.seeding import seed_everything
 
@@ -54,8 +54,6 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         raise VlbenchError("textonly has no visual encoder to benchmark; compare pixelbert, soho, grid or region")
     if options.checkpoint is not None and len(names) > 1:
         raise VlbenchError("--checkpoint belongs to one model; it cannot be combined with --compare")
-    if options.preset not in TRAIN_PRESETS:
-        raise VlbenchError(f"unknown preset {options.preset!r} (known: {', '.join(TRAIN_PRESETS)})")
     if min(options.batch_size, options.repeats, options.train_steps) < 1 or options.warmup < 0:
         raise VlbenchError("--batch-size, --repeats and --train-steps must be at least 1, --warmup at least 0")
     if options.threads is not None:
@@ -65,7 +63,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     spec = resolve_spec(options.data, options.task, options.progress)
     options.run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
-    train_config = TRAIN_PRESETS[options.preset].with_overrides(batch_size=options.batch_size)
+    train_config = train_preset(options.preset, options.task).with_overrides(batch_size=options.batch_size)
 
     probe = MatmulProbe(device)
     probe.warm()
