@@ -102,14 +102,18 @@ def _data_record(task: Task, splits: list[str], max_text_len: int) -> dict[str, 
 
 
 def _evaluate_splits(task: Task, model: nn.Module, head: nn.Module, splits: list[str], run_dir: Path,
-                     device: torch.device, progress: bool) -> tuple[dict, dict, dict]:
+                     device: torch.device, progress: bool,
+                     done: dict[str, Evaluation] | None = None) -> tuple[dict, dict, dict]:
+    """Predict and score ``splits``; ``done`` holds evaluations already made with exactly these weights
+    (the selected epoch's validation), which are written as they are instead of computed again."""
+    done = done or {}
     metrics: dict[str, Any] = {}
     files: dict[str, list[str]] = {}
     timing: dict[str, float] = {}
     details: dict[str, dict[str, Any]] = {}
     for split in splits:
         start = time.perf_counter()
-        evaluation: Evaluation = task.evaluate(model, head, split, device, progress=progress)
+        evaluation = done[split] if split in done else task.evaluate(model, head, split, device, progress=progress)
         timing[split] = round(time.perf_counter() - start, 3)
         files[split] = evaluation.write(run_dir)
         if evaluation.per_example:
@@ -189,8 +193,12 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     if result.best_epoch is None:
         raise VlbenchError("validation produced no metric, so no checkpoint was selected (does val have labels?)")
     _restore(model, head, checkpoint_path)
+    # The selected epoch's validation was made with the weights just restored: reuse it (on retrieval, scoring
+    # every val pair again would cost about as much as an epoch of training).
+    done = {"val": result.best_evaluation} if result.best_evaluation is not None else {}
     metrics, files, eval_record = _evaluate_splits(task, model, head, _present(spec, EVAL_SPLITS), options.run_dir,
-                                                   device, options.progress)
+                                                   device, options.progress, done=done)
+    eval_record["reused"] = sorted(done)
     files["checkpoint"] = [CHECKPOINT_NAME]
     record = build_run_record(
         kind="run", model=options.model, task=options.task, seed=options.seed,

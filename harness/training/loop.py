@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from harness.batches import to_device
 from harness.errors import VlbenchError
-from harness.tasks.base import Task
+from harness.tasks.base import Evaluation, Task
 from harness.training.config import TrainConfig
 from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
 from harness.training.phases import NO_PHASES, NoPhases
@@ -35,9 +35,11 @@ class TrainResult:
     best_epoch: int | None = None
     best_val: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    best_evaluation: Evaluation | None = field(default=None, repr=False, compare=False)
+    """The validation of the selected epoch (its predictions too), so ``run`` need not score val again."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "best_evaluation"}
 
 
 class NonFiniteLoss(VlbenchError):
@@ -115,6 +117,7 @@ def train(
             record["val"] = evaluation.metrics
             if value is not None and (result.best_val is None or value > result.best_val):
                 result.best_val, result.best_epoch = value, epoch
+                result.best_evaluation = evaluation
                 with phases("checkpoint"):
                     on_best(epoch, evaluation.metrics)
         result.history.append(record)
