@@ -7,6 +7,7 @@ a comparison between visual encoders fair.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness import distributed
 from harness.batches import ImageTensors, TextBatcher, text_issues
 from harness.checkpoints import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from harness.data.spec import DatasetSpec, load_spec
@@ -71,8 +73,11 @@ class RunOptions:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available (under torchrun, this process's LOCAL_RANK GPU), else CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if distributed.launched() else 0)
+        return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise VlbenchError(f"device {name!r} requested but CUDA is not available")
     return torch.device(name)
@@ -115,8 +120,8 @@ def _evaluate_splits(task: Task, model: nn.Module, head: nn.Module, splits: list
         start = time.perf_counter()
         evaluation = done[split] if split in done else task.evaluate(model, head, split, device, progress=progress)
         timing[split] = round(time.perf_counter() - start, 3)
-        files[split] = evaluation.write(run_dir)
-        if evaluation.per_example:
+        files[split] = evaluation.write(run_dir) if distributed.is_main() else []
+        if evaluation.per_example and distributed.is_main():
             name = f"per_example_{split}.json"
             write_json(run_dir / name, evaluation.per_example, indent=None)
             files[split].append(name)
@@ -137,7 +142,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     task_cls = TASKS.get(options.task)
     train_config = train_preset(options.preset, options.task).with_overrides(**options.train_overrides)
     device = resolve_device(options.device)
-    spec = resolve_spec(options.data, options.task, options.progress)
+    distributed.setup(device)
+    spec = distributed.main_first(lambda: resolve_spec(options.data, options.task, options.progress))
     for split in ("train", "val"):
         if split not in spec.splits:
             raise VlbenchError(f"{spec.path}: training needs a {split!r} split (has: {', '.join(spec.splits)})")
@@ -162,10 +168,11 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     data_record = _data_record(task, splits, train_config.max_text_len)
 
     # Model-specific work before training (region: detector + feature cache); may refine the setup.
-    prepared = MODELS.get(options.model)().prepare(config, PrepareContext(
+    # Under torchrun rank 0 trains the detector / fills the feature cache first; the others then read it.
+    prepared = distributed.main_first(lambda: MODELS.get(options.model)().prepare(config, PrepareContext(
         spec=spec, task=task, images=images, splits=splits, progress=options.progress, seed=options.seed,
         options={"detector": options.detector, "detector_data": options.detector_data,
-                 "embedded_world": options.data is None}))
+                 "embedded_world": options.data is None})))
     if prepared is not None:
         config = prepared.setup
     model = build_model(config)
@@ -184,6 +191,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
                  "data_fingerprints": {s: data_record["splits"][s]["fingerprint"] for s in splits}}
 
     def on_best(epoch: int, val_metrics: dict[str, Any]) -> None:
+        if not distributed.is_main():
+            return
         state = {f"model.{k}": v for k, v in model.state_dict().items()}
         state.update({f"head.{k}": v for k, v in head.state_dict().items()})
         save_checkpoint(checkpoint_path, state, {**meta_base, "epoch": epoch, "val": val_metrics})
@@ -192,6 +201,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
                    progress=options.progress)
     if result.best_epoch is None:
         raise VlbenchError("validation produced no metric, so no checkpoint was selected (does val have labels?)")
+    distributed.barrier()  # rank 0 has written the selected checkpoint
     _restore(model, head, checkpoint_path)
     # The selected epoch's validation was made with the weights just restored: reuse it (on retrieval, scoring
     # every val pair again would cost about as much as an epoch of training).
@@ -205,7 +215,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         config={"preset": options.preset, "model": config.to_dict(), "train": train_config.to_dict(),
                 "data": str(spec.path), "limit": options.limit, "init": _str(options.init), "head_init": head_init,
                 "device": str(device),
-                "precision": precision_name(device)},
+                "precision": precision_name(device), "world_size": distributed.world_size(),
+                "effective_batch_size": train_config.batch_size * train_config.grad_accum * distributed.world_size()},
         data=data_record, metrics=metrics,
         train={**result.to_dict(), "selected_checkpoint": CHECKPOINT_NAME,
                "parameters": sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in head.parameters())},
@@ -213,7 +224,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     )
     if visual_record is not None:
         record["visual_encoder"] = visual_record
-    write_run_record(options.run_dir, record)
+    if distributed.is_main():
+        write_run_record(options.run_dir, record)
     return record
 
 
@@ -231,7 +243,8 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
                            "(its head belongs to that task)")
     task_cls = TASKS.get(task_name)
     device = resolve_device(device_name)
-    spec = resolve_spec(data, task_name, progress)
+    distributed.setup(device)
+    spec = distributed.main_first(lambda: resolve_spec(data, task_name, progress))
     wanted = list(splits) if splits else _present(spec, EVAL_SPLITS)
     if not wanted:
         raise VlbenchError(f"{spec.path}: no val or test split to evaluate (name one with --split)")
@@ -256,13 +269,15 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
     record = build_run_record(
         kind="eval", model=meta["model"], task=task_name, seed=int(meta.get("seed", 0)),
         config={"checkpoint": str(checkpoint), "model": config.to_dict(), "train": train_config.to_dict(),
-                "data": str(spec.path), "limit": limit, "device": str(device), "precision": precision_name(device)},
+                "data": str(spec.path), "limit": limit, "device": str(device), "precision": precision_name(device),
+                "world_size": distributed.world_size()},
         data=data_record, metrics=metrics,
         train={"steps": 0, "wall_seconds": 0.0, "samples_per_second": None, "checkpoint_epoch": meta.get("epoch"),
                "checkpoint_fingerprints": meta.get("data_fingerprints")},
         evaluation=eval_record, files=files, device=device,
     )
-    write_run_record(run_dir, record)
+    if distributed.is_main():
+        write_run_record(run_dir, record)
     return record
 
 

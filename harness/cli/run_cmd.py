@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from harness import distributed
 from harness.models import MODELS, load_all_models
 from harness.tasks import TASKS, load_all
 from harness.training.config import TRAIN_PRESETS
@@ -98,6 +99,8 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
             detector=detector, detector_data=detector_data, boxes=boxes,
         ))
         which = f"{model} on {task}" + (f" (seed {this_seed})" if seeds is not None else "")
+        if not distributed.is_main():
+            continue  # under torchrun, rank 0 reports
         click.echo(f"{which}: {_summary(record)}  "
                    f"({record['train']['wall_seconds']:.0f}s training, "
                    f"{record['train']['samples_per_second']} samples/s) -> {this_dir / 'run.json'}")
@@ -146,7 +149,8 @@ def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage,
     record = evaluate_checkpoint(checkpoint, task, run_dir, data=data, splits=tuple(splits) or None,
                                  device_name=device, overwrite=overwrite, progress=not no_progress, limit=limit,
                                  rerank=rerank)
-    click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
+    if distributed.is_main():
+        click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
 
 
 COMMANDS = (run, eval_)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from harness.data.fingerprint import nlvr2_fingerprint
 from harness.data.nlvr2 import Nlvr2Example, load_nlvr2_split
+from harness.distributed import gather_concat, is_main, shard
 from harness.errors import VlbenchError
 from harness.fileio import write_text
 from harness.metrics.nlvr2 import nlvr2_per_example_correct, nlvr2_scores
@@ -85,14 +86,16 @@ class Nlvr2Task(Task):
         model.eval()
         head.eval()
         examples = self.examples(split)
+        local = shard(examples)  # several processes: each predicts its share, gathered in order below
         size = max(1, self.config.eval_batch_size // 2)
         predicted: list[bool] = []
-        for start in tqdm(range(0, len(examples), size), desc=f"nlvr2 {split}", disable=not progress,
+        for start in tqdm(range(0, len(local), size), desc=f"nlvr2 {split}", disable=not progress or not is_main(),
                           leave=False, unit="batch"):
-            batch = {k: v.to(device) for k, v in self._batch(examples[start:start + size]).items()}
+            batch = {k: v.to(device) for k, v in self._batch(local[start:start + size]).items()}
             with autocast(device):
                 logits = pair_logits(model, head, batch)
             predicted += logits.float().argmax(dim=1).bool().tolist()
+        predicted = gather_concat(predicted)
         predictions = {e.identifier: str(p) for e, p in zip(examples, predicted)}
 
         metrics = None

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from harness.data.fingerprint import retrieval_fingerprint
 from harness.data.karpathy import RetrievalImage, load_karpathy_split
+from harness.distributed import gather_concat, is_main, shard_range, world_size
 from harness.fileio import write_bytes
 from harness.metrics.retrieval import retrieval_per_query_ranks, retrieval_recall
 from harness.tasks import TASKS
@@ -140,13 +141,17 @@ class RetrievalTask(Task):
         ``candidates`` ([n_images, n_captions] bool, re-ranking): score only those pairs, leave the rest 0."""
         model.eval()
         head.eval()
-        images = self.examples(split)
+        every_image = self.examples(split)
+        rows = shard_range(len(every_image))  # several processes: each scores its rows, gathered in order below
+        images = every_image[rows.start:rows.stop]
+        if candidates is not None:
+            candidates = candidates[rows.start:rows.stop]
         batches = [(columns, {k: v.to(device) for k, v in tokens.items()})
                    for columns, tokens in self.caption_batches(split)]
         n_captions = sum(len(columns) for columns, _ in batches)
         scores = np.zeros((len(images), n_captions), dtype=np.float32)
         pairs = len(images) * n_captions if candidates is None else int(candidates.sum())
-        bar = tqdm(total=pairs, desc=f"retrieval {split}", disable=not progress,
+        bar = tqdm(total=pairs, desc=f"retrieval {split}", disable=not progress or not is_main(),
                    leave=False, unit="pair", unit_scale=True)
         image_block = max(1, self.config.eval_batch_size // 8)
         for start in range(0, len(images), image_block):
@@ -168,7 +173,7 @@ class RetrievalTask(Task):
                     scores[start + offset, columns] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
                     bar.update(len(columns))
         bar.close()
-        return scores
+        return np.stack(gather_concat(list(scores))) if world_size() > 1 else scores
 
     def evaluate(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
                  progress: bool = True) -> Evaluation:

@@ -18,6 +18,7 @@ from harness.batches import soft_target_tensor
 from harness.data.answers import build_answer_vocab, soft_target
 from harness.data.fingerprint import vqa_fingerprint
 from harness.data.vqa import VqaExample, load_vqa_split
+from harness.distributed import gather_concat, is_main, shard
 from harness.errors import VlbenchError
 from harness.fileio import read_json, write_json
 from harness.metrics.vqa import vqa_evaluate, vqa_per_question_accuracy
@@ -93,16 +94,18 @@ class VqaTask(Task):
         model.eval()
         head.eval()
         examples = self.examples(split)
+        local = shard(examples)  # several processes: each predicts its share, gathered in order below
         size = self.config.eval_batch_size
         answers: list[str] = []
-        for start in tqdm(range(0, len(examples), size), desc=f"vqa {split}", disable=not progress,
+        for start in tqdm(range(0, len(local), size), desc=f"vqa {split}", disable=not progress or not is_main(),
                           leave=False, unit="batch"):
-            chunk = examples[start:start + size]
+            chunk = local[start:start + size]
             images = self.images.batch([e.image_path for e in chunk]).to(device)
             text = {k: v.to(device) for k, v in self.text([e.question for e in chunk]).items()}
             with autocast(device):
                 logits = head(model(text["input_ids"], text["attention_mask"], images).pooled)
             answers += [self.answers[i] for i in logits.float().argmax(dim=1).tolist()]
+        answers = gather_concat(answers)
         results = [{"question_id": e.question_id, "answer": a} for e, a in zip(examples, answers)]
 
         metrics = None

@@ -14,10 +14,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from harness.batches import to_device
+from harness.distributed import is_main, rank, world_size
 from harness.errors import VlbenchError
 from harness.tasks.base import Evaluation, Task
 from harness.training.config import TrainConfig
@@ -46,6 +48,20 @@ class NonFiniteLoss(VlbenchError):
     pass
 
 
+class TrainingObjective(nn.Module):
+    """Model + head + the task's loss as one module, so DistributedDataParallel sees the whole step in forward
+    (tasks call several model methods per step, which DDP would not see if it wrapped the model alone)."""
+
+    def __init__(self, model: nn.Module, head: nn.Module, task: Task) -> None:
+        super().__init__()
+        self.model = model
+        self.head = head
+        self.task = task
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.task.training_loss(self.model, self.head, batch)
+
+
 def train(
     model: nn.Module,
     head: nn.Module,
@@ -63,11 +79,22 @@ def train(
     ``cnn`` (part of ``model``) gets the CNN learning rate / optimiser of ``config``. ``phases`` times the parts
     of each step (``bench``'s harness-overhead measurement); the default costs nothing.
     """
+    indices = list(range(task.train_size()))
+    sampler: DistributedSampler | None = None
+    if world_size() > 1:
+        # Each rank takes every world_size-th example of one shared shuffle (same seed on every rank); the
+        # effective batch is batch_size x world_size.
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        sampler = DistributedSampler(indices, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed)
     loader = DataLoader(
-        list(range(task.train_size())), batch_size=config.batch_size, shuffle=True, generator=generator,
-        collate_fn=task.collate_train, num_workers=config.num_workers, pin_memory=device.type == "cuda",
-        persistent_workers=config.num_workers > 0,
+        indices, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+        generator=generator if sampler is None else None, collate_fn=task.collate_train,
+        num_workers=config.num_workers, pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0,
     )
+    objective: nn.Module = TrainingObjective(model, head, task)
+    if world_size() > 1:
+        objective = DistributedDataParallel(objective)
+    progress = progress and is_main()
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
     optimizers = build_optimizers({"model": model, "head": head}, cnn, config)
@@ -79,6 +106,8 @@ def train(
     for epoch in range(1, config.epochs + 1):
         model.train()
         head.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         epoch_start = time.perf_counter()
         running, seen = 0.0, 0
         bar = tqdm(loader, desc=f"train {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch")
@@ -88,7 +117,7 @@ def train(
                 batch = to_device(next(batches), device)
             with phases("compute"):
                 with autocast(device):
-                    loss = task.training_loss(model, head, batch)
+                    loss = objective(batch)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(
                         f"training loss became {loss.item()} at epoch {epoch}, step {result.steps}; stopped "
@@ -107,7 +136,7 @@ def train(
         bar.close()
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
-        result.samples += seen
+        result.samples += seen * world_size()  # every rank trained on as many (the sampler pads evenly)
         record: dict[str, Any] = {"epoch": epoch, "loss": running / max(seen, 1), "seconds": round(epoch_seconds, 3)}
 
         if epoch % config.eval_every == 0 or epoch == config.epochs:
