@@ -39,6 +39,7 @@ from harness.tasks.retrieval import RetrievalTask
 from harness.training.config import TrainConfig, train_preset
 from harness.training.loop import train
 from harness.training.precision import precision_name
+from harness.training.resume import ResumeFile
 from harness.training.seeding import seed_everything
 from harness.world.cache import default_world
 from pixelbert.tokenizer import load_tokenizer
@@ -70,6 +71,8 @@ class RunOptions:
     """Region/grid models: a spec whose train split has COCO boxes to train the detector on."""
     boxes: str | None = None
     """Region model: ``detector`` (default) or ``gt`` (annotated boxes, the oracle upper bound)."""
+    resume: bool = False
+    """Continue an interrupted run from ``run_dir/resume.safetensors`` (same options and data required)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,7 +93,9 @@ def resolve_spec(data: Path | None, task: str, progress: bool = True) -> Dataset
     return load_spec(data)
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
+    if resume and (run_dir / "run.json").exists():
+        raise VlbenchError(f"{run_dir} holds a finished run (run.json); there is nothing to resume")
     if (run_dir / "run.json").exists() and not overwrite:
         raise VlbenchError(f"{run_dir} already holds a run (run.json); choose another --run-dir or pass --overwrite")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -147,7 +152,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     for split in ("train", "val"):
         if split not in spec.splits:
             raise VlbenchError(f"{spec.path}: training needs a {split!r} split (has: {', '.join(spec.splits)})")
-    prepare_run_dir(options.run_dir, options.overwrite)
+    prepare_run_dir(options.run_dir, options.overwrite, options.resume)
 
     generator = seed_everything(options.seed)
     config = model_setup(options.model, options.preset, text_init=options.text_init,
@@ -197,8 +202,17 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         state.update({f"head.{k}": v for k, v in head.state_dict().items()})
         save_checkpoint(checkpoint_path, state, {**meta_base, "epoch": epoch, "val": val_metrics})
 
+    # Everything a resumed run must share with the interrupted one; anything else differing is refused.
+    run_key = {k: meta_base[k] for k in ("model", "task", "model_config", "train_config", "seed",
+                                          "data_fingerprints")}
+    run_key["init"] = _str(options.init)
+    resume = ResumeFile(options.run_dir, run_key, train_config.checkpoint_every)
+    if options.resume:
+        resume.check()
+    elif distributed.is_main():
+        resume.remove()  # a stale point from an earlier run in this directory must never be continued
     result = train(model, head, task, train_config, device, generator, on_best, cnn=trainable_cnn(model),
-                   progress=options.progress)
+                   progress=options.progress, resume=resume, resuming=options.resume)
     if result.best_epoch is None:
         raise VlbenchError("validation produced no metric, so no checkpoint was selected (does val have labels?)")
     distributed.barrier()  # rank 0 has written the selected checkpoint
@@ -218,7 +232,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
                 "precision": precision_name(device), "world_size": distributed.world_size(),
                 "effective_batch_size": train_config.batch_size * train_config.grad_accum * distributed.world_size()},
         data=data_record, metrics=metrics,
-        train={**result.to_dict(), "selected_checkpoint": CHECKPOINT_NAME,
+        train={**result.to_dict(), "selected_checkpoint": CHECKPOINT_NAME, "resumed": options.resume,
                "parameters": sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in head.parameters())},
         evaluation=eval_record, files=files, device=device,
     )
@@ -226,6 +240,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         record["visual_encoder"] = visual_record
     if distributed.is_main():
         write_run_record(options.run_dir, record)
+        resume.remove()  # the run is complete; its record and selected checkpoint are what remain
     return record
 
 

@@ -70,11 +70,15 @@ def _summary(record: dict) -> str:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Use only the first N examples (retrieval: images) of every split, for quick checks and CI "
                    "subsets; recorded, and the split fingerprints change with it.")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted run in --run-dir from its resume.safetensors (give the same options).")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=None,
+              help="Optimiser steps between resume points (also after every epoch and on Ctrl-C; 0 = only those).")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, cnn_optimizer, grad_accum,
         hard_negatives, init, text_init, text_init_layers, cnn_init, detector, detector_data, boxes, limit, device,
-        overwrite, no_progress) -> None:
+        resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
 
     Test predictions are written in the official formats: predictions_test.json (VQA results),
@@ -85,7 +89,8 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
     if text_init_layers is not None and text_init is None:
         raise click.UsageError("--text-init-layers needs --text-init")
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "cnn_lr": cnn_lr,
-                 "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum, "itm_hard_negatives": hard_negatives}
+                 "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum, "itm_hard_negatives": hard_negatives,
+                 "checkpoint_every": checkpoint_every}
     ctx = click.get_current_context()
     if seeds is not None and ctx.get_parameter_source("seed") != click.core.ParameterSource.DEFAULT:
         raise click.UsageError("give either --seed or --seeds, not both")
@@ -96,7 +101,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
             model=model, task=task, run_dir=this_dir, data=data, preset=preset, seed=this_seed, init=init,
             text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
             overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
-            detector=detector, detector_data=detector_data, boxes=boxes,
+            detector=detector, detector_data=detector_data, boxes=boxes, resume=resume,
         ))
         which = f"{model} on {task}" + (f" (seed {this_seed})" if seeds is not None else "")
         if not distributed.is_main():

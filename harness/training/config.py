@@ -49,6 +49,9 @@ class TrainConfig(ReadableConfig):
     """VQA: answers seen fewer times than this in train are left out of the vocabulary."""
     eval_every: int = 1
     """Validate every N epochs (and after the last) to select the checkpoint."""
+    checkpoint_every: int = 100
+    """Rewrite the run's resume point (``resume.safetensors``) every N optimiser steps, besides after every
+    epoch and on Ctrl-C; 0 = only those. ``run --resume`` continues from it."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -59,6 +62,8 @@ class TrainConfig(ReadableConfig):
             raise VlbenchError(f"cnn optimizer must be adamw or sgd, got {self.cnn_optimizer!r}")
         if self.grad_accum < 1:
             raise VlbenchError(f"gradient accumulation must be at least 1, got {self.grad_accum}")
+        if self.checkpoint_every < 0:
+            raise VlbenchError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
 from harness.batches import to_device
@@ -26,6 +26,7 @@ from harness.training.config import TrainConfig
 from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
 from harness.training.phases import NO_PHASES, NoPhases
 from harness.training.precision import autocast
+from harness.training.resume import Position, ResumeFile, RngSnapshot
 
 
 @dataclass
@@ -62,6 +63,40 @@ class TrainingObjective(nn.Module):
         return self.task.training_loss(self.model, self.head, batch)
 
 
+
+
+class Interrupted(VlbenchError):
+    pass
+
+
+class SkippingBatchSampler(Sampler[list[int]]):
+    """BatchSampler over ``sampler`` (drop_last False) whose next pass can skip its first ``skip`` batches without
+    them being loaded: a resumed epoch draws the same shuffle, then continues after the trained batches."""
+
+    def __init__(self, sampler: Sampler[int], batch_size: int) -> None:
+        self.batches = BatchSampler(sampler, batch_size, drop_last=False)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        skip, self.skip = self.skip, 0
+        for index, batch in enumerate(self.batches):
+            if index >= skip:
+                yield batch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+@dataclass
+class _Boundary:
+    """The loop at its last optimiser step: what Ctrl-C saves (a half-accumulated step is dropped)."""
+
+    batches_done: int
+    running: float
+    seen: int
+    rng: RngSnapshot | None
+
+
 def train(
     model: nn.Module,
     head: nn.Module,
@@ -73,23 +108,31 @@ def train(
     cnn: nn.Module | None = None,
     progress: bool = True,
     phases: NoPhases = NO_PHASES,
+    resume: ResumeFile | None = None,
+    resuming: bool = False,
 ) -> TrainResult:
     """Train ``model`` + ``head`` on the task's train split; call ``on_best(epoch, val_metrics)`` on improvement.
 
     ``cnn`` (part of ``model``) gets the CNN learning rate / optimiser of ``config``. ``phases`` times the parts
-    of each step (``bench``'s harness-overhead measurement); the default costs nothing.
+    of each step (``bench``'s harness-overhead measurement); the default costs nothing. ``resume`` keeps a resume
+    point up to date (every ``config.checkpoint_every`` steps, after each epoch, and on Ctrl-C); with
+    ``resuming`` training first continues from it.
     """
     indices = list(range(task.train_size()))
-    sampler: DistributedSampler | None = None
+    sampler: Sampler[int]
     if world_size() > 1:
         # Each rank takes every world_size-th example of one shared shuffle (same seed on every rank); the
         # effective batch is batch_size x world_size.
         seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
         sampler = DistributedSampler(indices, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed)
+    else:
+        sampler = RandomSampler(indices, generator=generator)
+    # The order of DataLoader(shuffle=True, generator=generator), with batches a resumed epoch can skip unread.
+    batch_sampler = SkippingBatchSampler(sampler, config.batch_size)
     loader = DataLoader(
-        indices, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
-        generator=generator if sampler is None else None, collate_fn=task.collate_train,
-        num_workers=config.num_workers, pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0,
+        indices, batch_sampler=batch_sampler, generator=generator if world_size() == 1 else None,
+        collate_fn=task.collate_train, num_workers=config.num_workers, pin_memory=device.type == "cuda",
+        persistent_workers=config.num_workers > 0,
     )
     objective: nn.Module = TrainingObjective(model, head, task)
     if world_size() > 1:
@@ -100,39 +143,80 @@ def train(
     optimizers = build_optimizers({"model": model, "head": head}, cnn, config)
     schedulers = [warmup_linear_decay(opt, total_steps, config.warmup_ratio) for opt in optimizers]
     params = [p for group in (model.parameters(), head.parameters()) for p in group if p.requires_grad]
+    writes_resume = resume is not None and is_main()
 
     result = TrainResult()
     train_seconds = 0.0
-    for epoch in range(1, config.epochs + 1):
+    first_epoch = 1
+    position: Position | None = None
+    if resuming and resume is not None:
+        position = resume.restore(model, head, optimizers, schedulers)
+        first_epoch, train_seconds = position.epoch, position.train_seconds
+        result = TrainResult(**position.result)
+        generator.set_state(position.epoch_generator_state)
+
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         head.train()
-        if sampler is not None:
+        if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
-        epoch_start = time.perf_counter()
-        running, seen = 0.0, 0
-        bar = tqdm(loader, desc=f"train {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch")
-        batches = iter(bar)
-        for index in range(len(loader)):
-            with phases("data"):  # collation (image decode/resize, tokenisation, targets) and the copy to device
-                batch = to_device(next(batches), device)
-            with phases("compute"):
-                with autocast(device):
-                    loss = objective(batch)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLoss(
-                        f"training loss became {loss.item()} at epoch {epoch}, step {result.steps}; stopped "
-                        "(the last selected checkpoint, if any, is kept). Try a lower --lr."
-                    )
-                (loss / config.grad_accum).backward()
-                if (index + 1) % config.grad_accum == 0 or index + 1 == len(loader):
-                    optimizer_step(optimizers, schedulers, params, config.grad_clip)
-                    result.steps += 1
-            with phases("logging"):
-                batch_size = len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
-                seen += batch_size
-                running += loss.item() * batch_size
-                elapsed = time.perf_counter() - epoch_start
-                bar.set_postfix(loss=f"{running / seen:.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.1f}")
+        epoch_generator_state = generator.get_state()
+        running, seen, done_before, skip = 0.0, 0, 0.0, 0
+        if position is not None:  # the epoch we resume in: its first batches are already trained
+            running, seen, done_before = position.running_loss, position.seen, position.epoch_seconds
+            skip = batch_sampler.skip = position.batches_done
+        epoch_start = time.perf_counter() - done_before
+        bar = tqdm(loader, desc=f"train {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch",
+                   initial=skip)
+        batches = iter(bar)  # draws the epoch's shuffle (and skips the batches already trained)
+        if position is not None:
+            position.rng.restore()  # after the iterator's own draws: exactly where the interrupted run stood
+            position = None
+        boundary = _Boundary(skip, running, seen, RngSnapshot.capture() if writes_resume else None)
+
+        def resume_point(at: _Boundary, epoch: int = epoch, epoch_start: float = epoch_start,
+                         epoch_generator_state: torch.Tensor = epoch_generator_state,
+                         trained_before: float = train_seconds) -> Position:
+            assert at.rng is not None
+            elapsed = time.perf_counter() - epoch_start
+            return Position(epoch=epoch, batches_done=at.batches_done, epoch_generator_state=epoch_generator_state,
+                            running_loss=at.running, seen=at.seen, epoch_seconds=elapsed,
+                            train_seconds=trained_before + elapsed, result=result.to_dict(), rng=at.rng)
+
+        try:
+            for index in range(skip, len(loader)):
+                with phases("data"):  # collation (image decode/resize, tokenisation, targets), copy to device
+                    batch = to_device(next(batches), device)
+                with phases("compute"):
+                    with autocast(device):
+                        loss = objective(batch)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLoss(
+                            f"training loss became {loss.item()} at epoch {epoch}, step {result.steps}; stopped "
+                            "(the last selected checkpoint, if any, is kept). Try a lower --lr."
+                        )
+                    (loss / config.grad_accum).backward()
+                    stepped = (index + 1) % config.grad_accum == 0 or index + 1 == len(loader)
+                    if stepped:
+                        optimizer_step(optimizers, schedulers, params, config.grad_clip)
+                        result.steps += 1
+                with phases("logging"):
+                    batch_size = len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
+                    seen += batch_size
+                    running += loss.item() * batch_size
+                    elapsed = time.perf_counter() - epoch_start
+                    bar.set_postfix(loss=f"{running / seen:.4f}", samples_s=f"{seen / max(elapsed, 1e-9):.1f}")
+                if stepped and writes_resume:
+                    with phases("checkpoint"):
+                        boundary = _Boundary(index + 1, running, seen, RngSnapshot.capture())
+                        if resume.due(result.steps) and index + 1 < len(loader):
+                            resume.save(model, head, optimizers, schedulers, resume_point(boundary))
+        except KeyboardInterrupt:
+            if not writes_resume:
+                raise
+            resume.save(model, head, optimizers, schedulers, resume_point(boundary))
+            raise Interrupted(f"interrupted at epoch {epoch}, step {result.steps}; the run can continue from "
+                              f"{resume.path}: rerun the same command with --resume") from None
         bar.close()
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
@@ -150,6 +234,13 @@ def train(
                 with phases("checkpoint"):
                     on_best(epoch, evaluation.metrics)
         result.history.append(record)
+        if writes_resume and epoch < config.epochs:
+            # The next epoch from its start: the generator now stands where that epoch's shuffle begins.
+            with phases("checkpoint"):
+                resume.save(model, head, optimizers, schedulers, Position(
+                    epoch=epoch + 1, batches_done=0, epoch_generator_state=generator.get_state(), running_loss=0.0,
+                    seen=0, epoch_seconds=0.0, train_seconds=train_seconds, result=result.to_dict(),
+                    rng=RngSnapshot.capture()))
         if progress:
             val = record.get("val")
             shown = f", val {task.selection_metric} {val[task.selection_metric]}" if val else ""

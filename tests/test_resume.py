@@ -1,0 +1,95 @@
+"""Resume after a crash: a run killed with SIGKILL (at seeded random moments) and continued with --resume ends
+with exactly the metrics and predictions of an uninterrupted run with the same seed (CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli.main import cli
+from harness.training.resume import RESUME_NAME
+
+ARGS = ["--model", "pixelbert", "--task", "vqa", "--limit", "256", "--epochs", "3", "--batch-size", "16",
+        "--checkpoint-every", "3", "--no-progress"]
+
+
+def vlbench(*args: str | Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "harness", *[str(a) for a in args]], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("resume") / "full"
+    result = CliRunner().invoke(cli, ["run", *ARGS, "--data", str(world / "vqa.yaml"), "--run-dir", str(out)])
+    assert result.exit_code == 0, result.output
+    assert not (out / RESUME_NAME).exists(), "a finished run leaves no resume point behind"
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_sigkill_at_a_random_moment_then_resume_matches_the_uninterrupted_run(
+        seed: int, world: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    out = tmp_path / "killed"
+    args = ["run", *ARGS, "--data", world / "vqa.yaml", "--run-dir", out]
+    process = vlbench(*args)
+    deadline = time.monotonic() + 300
+    while not (out / RESUME_NAME).exists():  # wait for the first resume point, then a random moment more
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(random.Random(seed).uniform(0.0, 4.0))
+    if process.poll() is not None:
+        pytest.skip("the run finished before the kill (machine faster than the test expects)")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "run.json").exists()
+
+    resumed = vlbench(*args, "--resume")
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    full, again = (json.loads((d / "run.json").read_text()) for d in (uninterrupted, out))
+    assert again["train"]["resumed"] is True
+    assert again["metrics"] == full["metrics"]
+    assert [e["loss"] for e in again["train"]["history"]] == [e["loss"] for e in full["train"]["history"]]
+    assert (out / "predictions_test.json").read_bytes() == (uninterrupted / "predictions_test.json").read_bytes()
+    assert not (out / RESUME_NAME).exists()
+
+
+def test_resume_refuses_other_settings_and_missing_points(world: Path, uninterrupted: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    base = ["run", *ARGS, "--data", str(world / "vqa.yaml")]
+    result = runner.invoke(cli, [*base, "--run-dir", str(tmp_path / "empty"), "--resume"])
+    assert result.exit_code != 0 and "nothing to resume" in result.output
+    result = runner.invoke(cli, [*base, "--run-dir", str(uninterrupted), "--resume"])
+    assert result.exit_code != 0 and "finished run" in result.output
+
+
+def test_ctrl_c_leaves_a_resume_point_and_a_one_line_message(world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "interrupted"
+    process = vlbench("run", *ARGS, "--data", world / "vqa.yaml", "--run-dir", out)
+    deadline = time.monotonic() + 300
+    while not (out / RESUME_NAME).exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    if process.returncode == 0:
+        pytest.skip("the run finished before Ctrl-C arrived")
+    assert "--resume" in output and "Traceback" not in output
+    assert (out / RESUME_NAME).exists()
+    # Different settings are refused, naming what differs.
+    result = CliRunner().invoke(cli, ["run", *ARGS, "--data", str(world / "vqa.yaml"), "--run-dir", str(out),
+                                      "--resume", "--lr", "0.001"])
+    assert result.exit_code != 0 and "train_config" in result.output
