@@ -16,7 +16,7 @@ from harness.errors import VlbenchError
 
 
 class VlbenchGroup(click.Group):
-    """A click group that reports VlbenchError (and unreadable files) as a one-line error."""
+    """A click group that reports VlbenchError, Ctrl-C and OS errors (a full disk) as one-line errors."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -27,6 +27,12 @@ class VlbenchGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+        except OSError as exc:
+            # The machine, not the input: a full disk, a read-only or vanished folder. Writes are atomic, so
+            # nothing half-written was left behind.
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(f"error: {where}{exc.strerror or exc} (nothing was half-written)", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=VlbenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
