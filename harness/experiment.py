@@ -148,11 +148,11 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     train_config = train_preset(options.preset, options.task).with_overrides(**options.train_overrides)
     device = resolve_device(options.device)
     distributed.setup(device)
+    prepare_run_dir(options.run_dir, options.overwrite, options.resume)  # before any slow work: fail fast
     spec = distributed.main_first(lambda: resolve_spec(options.data, options.task, options.progress))
     for split in ("train", "val"):
         if split not in spec.splits:
             raise VlbenchError(f"{spec.path}: training needs a {split!r} split (has: {', '.join(spec.splits)})")
-    prepare_run_dir(options.run_dir, options.overwrite, options.resume)
 
     generator = seed_everything(options.seed)
     config = model_setup(options.model, options.preset, text_init=options.text_init,
