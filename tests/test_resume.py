@@ -95,3 +95,30 @@ def test_ctrl_c_leaves_a_resume_point_and_a_one_line_message(world: Path, tmp_pa
     result = CliRunner().invoke(cli, ["run", *ARGS, "--data", str(world / "vqa.yaml"), "--run-dir", str(out),
                                       "--resume", "--lr", "0.001"])
     assert result.exit_code != 0 and "train_config" in result.output
+
+
+@pytest.mark.slow
+def test_pretraining_killed_after_an_epoch_resumes_to_the_same_result(world: Path, tmp_path: Path) -> None:
+    """SOHO pre-training (pixel sampling, MVM masks and dictionary re-seeding all draw random numbers) resumes at
+    epoch granularity and ends exactly where an uninterrupted run ends."""
+    args = ["pretrain", "--model", "soho", "--objectives", "mlm,itm,mvm", "--dictionary-size", "32",
+            "--data", world / "captions.yaml", "--limit", "32", "--epochs", "3", "--batch-size", "16", "--no-progress"]
+    full = vlbench(*args, "--run-dir", tmp_path / "full")
+    assert full.wait(timeout=600) == 0, full.communicate()[0]
+    out = tmp_path / "killed"
+    process = vlbench(*args, "--run-dir", out)
+    deadline = time.monotonic() + 300
+    while not (out / RESUME_NAME).exists():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = vlbench(*args, "--run-dir", out, "--resume")
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output
+    one, two = (json.loads((d / "run.json").read_text()) for d in (tmp_path / "full", out))
+    assert two["train"]["resumed"] is True
+    assert two["metrics"] == one["metrics"]
+    assert [e["val"] for e in two["train"]["history"]] == [e["val"] for e in one["train"]["history"]]
+    assert not (out / RESUME_NAME).exists()

@@ -31,6 +31,7 @@ from harness.pretraining.data import CaptionPairs
 from harness.pretraining.loop import pretrain
 from harness.records.run_record import build_run_record, write_run_record
 from harness.training.precision import precision_name
+from harness.training.resume import ResumeFile
 from harness.training.seeding import seed_everything
 from harness.world.cache import default_world
 from pixelbert.pixel_encoder import PixelEncoder
@@ -60,6 +61,8 @@ class PretrainOptions:
     progress: bool = True
     limit: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    """Continue an interrupted pre-training from ``run_dir/resume.safetensors`` (from its last finished epoch)."""
 
 
 def resolve_pixel_sample(encoder: nn.Module, config: PretrainConfig, image_size: int) -> int | None:
@@ -107,7 +110,7 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
             raise VlbenchError(f"--dictionary-size: {options.model!r} has no visual dictionary (use --model soho)")
         setup = replace(setup, config=replace(setup.config, dictionary=replace(setup.dictionary,
                                                                                size=options.dictionary_size)))
-    prepare_run_dir(options.run_dir, options.overwrite)
+    prepare_run_dir(options.run_dir, options.overwrite, options.resume)
 
     generator = seed_everything(options.seed)
     tokenizer = load_tokenizer()
@@ -158,15 +161,20 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
         state.update({f"pretrain.{k}": v for k, v in heads.own_state_dict().items()})
         save_checkpoint(checkpoint_path, state, {**meta_base, "epoch": epoch, "val": record["val"]})
 
+    resume = ResumeFile(options.run_dir, {**meta_base, "init": None}, every=0)
+    if options.resume:
+        resume.check()
+    else:
+        resume.remove()  # never continue a stale point of an earlier run in this directory
     result = pretrain(model, heads, data, config, device, generator, options.seed, cnn=trainable_cnn(model),
-                      on_epoch=on_epoch, progress=options.progress)
+                      on_epoch=on_epoch, progress=options.progress, resume=resume, resuming=options.resume)
     # Leave the encoder as fine-tuning expects it (matters to callers that keep using this model object).
     if isinstance(encoder, PixelEncoder):
         encoder.pixel_sample = setup.visual.pixel_sample
     if isinstance(encoder, SohoEncoder):
         encoder.mvm_probability = None
     final = result.history[-1]
-    train_record = {**result.to_dict(), "parameters": sum(p.numel() for p in model.parameters()),
+    train_record = {**result.to_dict(), "resumed": options.resume, "parameters": sum(p.numel() for p in model.parameters()),
                     "head_parameters": sum(p.numel() for p in heads.parameters()) - (
                         heads.mlm.decoder.weight.numel() if heads.mlm is not None else 0)}
     record = build_run_record(
@@ -180,4 +188,5 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
     if visual_record is not None:
         record["visual_encoder"] = visual_record
     write_run_record(options.run_dir, record)
+    resume.remove()
     return record

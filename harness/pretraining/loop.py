@@ -21,6 +21,7 @@ from harness.pretraining.data import CaptionPairs
 from harness.training.loop import NonFiniteLoss
 from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
 from harness.training.precision import autocast
+from harness.training.resume import Position, ResumeFile, RngSnapshot
 from pixelbert.pretraining.heads import PretrainingHeads
 from pixelbert.pretraining.objective import ObjectiveOutput
 from pixelbert.pretraining.step import pretraining_step
@@ -83,6 +84,15 @@ def _loader(data: CaptionPairs, split: str, batch_size: int, shuffle: bool, gene
                       collate_fn=lambda indices: data.collate(split, indices, generator))
 
 
+def _generators(model: nn.Module, data_generator: torch.Generator) -> dict[str, torch.Generator]:
+    """Every generator pre-training draws from besides the data order's, by name (for resume points)."""
+    encoder = model.visual_encoder
+    found = {"pixel_sample": getattr(encoder, "sample_generator", None),
+             "mvm": getattr(encoder, "mvm_generator", None),
+             "dictionary": getattr(getattr(encoder, "dictionary", None), "generator", None)}
+    return {name: g for name, g in found.items() if isinstance(g, torch.Generator) and g is not data_generator}
+
+
 def _dictionary(model: nn.Module) -> VisualDictionary | None:
     found = getattr(model.visual_encoder, "dictionary", None)
     return found if isinstance(found, VisualDictionary) else None
@@ -119,8 +129,12 @@ def evaluate_pretraining(model: nn.Module, heads: PretrainingHeads, data: Captio
 
 def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, config: PretrainConfig,
              device: torch.device, generator: torch.Generator, seed: int, cnn: nn.Module | None = None,
-             on_epoch: Callable[[int, dict[str, Any]], None] | None = None, progress: bool = True) -> PretrainResult:
-    """Pre-train ``model`` with ``heads`` on the train split; validate and call ``on_epoch`` after each epoch."""
+             on_epoch: Callable[[int, dict[str, Any]], None] | None = None, progress: bool = True,
+             resume: ResumeFile | None = None, resuming: bool = False) -> PretrainResult:
+    """Pre-train ``model`` with ``heads`` on the train split; validate and call ``on_epoch`` after each epoch.
+
+    ``resume`` keeps a resume point at every epoch's end (pre-training resumes at epoch granularity: a killed
+    run loses at most the epoch in progress); with ``resuming`` it first continues from it."""
     loader = _loader(data, "train", config.batch_size, True, generator, config.num_workers)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     optim_config = config.optimizer_config()
@@ -133,7 +147,18 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
     dictionary = _dictionary(model)
 
     result = PretrainResult()
-    for epoch in range(1, config.epochs + 1):
+    first_epoch = 1
+    generators = _generators(model, generator)
+    if resuming and resume is not None:
+        position = resume.restore(model, heads, optimizers, schedulers)
+        first_epoch, result = position.epoch, PretrainResult(**position.result)
+        generator.set_state(position.epoch_generator_state)
+        for name, state in position.generators.items():
+            generators[name].set_state(state)
+        if dictionary is not None:
+            dictionary.reseeded = int(position.counters.get("dictionary_reseeded", 0))
+        position.rng.restore()
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         heads.train()
         if dictionary is not None:
@@ -170,6 +195,12 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
         result.history.append(record)
         if on_epoch is not None:
             on_epoch(epoch, record)
+        if resume is not None and epoch < config.epochs:
+            resume.save(model, heads, optimizers, schedulers, Position(
+                epoch=epoch + 1, batches_done=0, epoch_generator_state=generator.get_state(), running_loss=0.0,
+                seen=0, epoch_seconds=0.0, train_seconds=result.wall_seconds, result=result.to_dict(),
+                rng=RngSnapshot.capture(), generators={name: g.get_state() for name, g in generators.items()},
+                counters={"dictionary_reseeded": dictionary.reseeded if dictionary is not None else 0}))
         if progress:
             shown = ", ".join(f"{k} {v}" for k, v in record["val"].items()
                               if k.endswith(("_loss", "_accuracy", "perplexity")) and v is not None)

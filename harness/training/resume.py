@@ -67,6 +67,10 @@ class Position:
     train_seconds: float
     result: dict[str, Any]
     rng: RngSnapshot
+    generators: dict[str, torch.Tensor] = field(default_factory=dict)
+    """States of the run's own generators besides the data order (pixel sampling, dictionary re-seeding, ...)."""
+    counters: dict[str, Any] = field(default_factory=dict)
+    """Small plain values the loop keeps outside any state dict (e.g. the dictionary's re-seed count)."""
 
 
 def _optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -119,13 +123,15 @@ class ResumeFile:
         tensors["rng.torch"] = position.rng.torch_state
         tensors.update({f"rng.cuda{i}": s for i, s in enumerate(position.rng.cuda_states)})
         tensors["rng.epoch_generator"] = position.epoch_generator_state
+        tensors.update({f"rng.gen.{name}": state for name, state in position.generators.items()})
         save_checkpoint(self.path, tensors, {
             "kind": "resume", "run_key": self.run_key, "optimizers": optimizer_meta,
             "schedulers": [s.state_dict() for s in schedulers],
             "position": {"epoch": position.epoch, "batches_done": position.batches_done,
                          "running_loss": position.running_loss, "seen": position.seen,
                          "epoch_seconds": position.epoch_seconds, "train_seconds": position.train_seconds,
-                         "result": position.result},
+                         "result": position.result, "counters": position.counters,
+                         "generators": sorted(position.generators)},
             "rng": {"python": position.rng.python_state, "numpy": position.rng.numpy_state,
                     "cuda": len(position.rng.cuda_states)},
         })
@@ -165,7 +171,9 @@ class ResumeFile:
         return Position(epoch=where["epoch"], batches_done=where["batches_done"],
                         epoch_generator_state=tensors["rng.epoch_generator"], running_loss=where["running_loss"],
                         seen=where["seen"], epoch_seconds=where["epoch_seconds"],
-                        train_seconds=where["train_seconds"], result=where["result"], rng=snapshot)
+                        train_seconds=where["train_seconds"], result=where["result"], rng=snapshot,
+                        generators={name: tensors[f"rng.gen.{name}"] for name in where.get("generators", [])},
+                        counters=where.get("counters", {}))
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
