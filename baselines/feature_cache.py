@@ -160,7 +160,14 @@ def write_cache(path: Path, stamp: dict[str, Any], images: Iterable[CachedImage]
             os.rename(temp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.rename(temp, path)
+            try:
+                os.rename(temp, path)
+            except OSError:
+                if not (path / "meta.json").is_file():
+                    raise
+                # Another run filled the same cache meanwhile (two runs on one results root): keep its complete
+                # copy; the stamp check on open decides whether it is usable.
+                shutil.rmtree(temp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
