@@ -74,3 +74,25 @@ def test_evaluation_is_identical_on_one_and_two_processes(task: str, world: Path
     assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert (tmp_path / "one" / "per_example_test.json").read_bytes() == \
         (tmp_path / "two" / "per_example_test.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_region_run_on_two_processes_fills_the_same_feature_cache_as_on_one(world: Path, detector_file,
+                                                                            tmp_path: Path) -> None:
+    """Rank 0 extracts (the others wait, then read): one consistent cache, byte-identical to a 1-process run's."""
+    detector, _ = detector_file
+    args = ["run", "--model", "region", "--task", "vqa", "--data", world / "vqa.yaml", "--detector", detector,
+            "--limit", "32", "--epochs", "1", "--no-progress"]
+    caches = {}
+    for processes in (1, 2):
+        cache = tmp_path / f"cache{processes}"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "VLBENCH_CACHE": str(cache)}
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+                   "-m", "harness", *[str(a) for a in args], "--run-dir", str(tmp_path / f"run{processes}")]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        (folder,) = (cache / "region-features").iterdir()
+        caches[processes] = folder
+    for name in ("features.npy", "boxes.npy", "ids.json"):
+        assert (caches[1] / name).read_bytes() == (caches[2] / name).read_bytes(), name
+    assert json.loads((tmp_path / "run2" / "run.json").read_text())["config"]["world_size"] == 2
