@@ -182,10 +182,9 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         config = prepared.setup
     model = build_model(config)
     load_pretrained_parts(model, config)
-    if options.init is not None:
-        _load_init(model, options.init)
+    init_state = _load_init(model, options.init) if options.init is not None else None
     head = task.build_head(config.transformer.hidden_size)
-    head_init = _load_init_head(head, task, options.init) if options.init is not None else None
+    head_init = _load_init_head(head, task, options.init, init_state) if options.init is not None else None
     model.to(device)
     head.to(device)
     visual_record = prepared.finish(model) if prepared is not None else None
@@ -314,21 +313,25 @@ def _init_setup(setup: ModelSetup, path: Path) -> ModelSetup:
     return replace(setup, config=ModelSetup.from_dict(saved).config)
 
 
-def _load_init(model: nn.Module, path: Path) -> None:
-    """Initialise the shared model (not the task head) from a pre-training or fine-tuning checkpoint."""
+def _load_init(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """Initialise the shared model (not the task head) from a pre-training or fine-tuning checkpoint; return
+    the checkpoint's tensors (the task head may start from one of its pre-training heads)."""
     state, meta = load_checkpoint(path)
     model_state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
     _load_strict(model, model_state, path, f"model (from a {meta.get('model')!r} checkpoint)")
+    return state
 
 
-def _load_init_head(head: nn.Module, task: Task, path: Path) -> str | None:
+def _load_init_head(head: nn.Module, task: Task, path: Path,
+                    state: dict[str, torch.Tensor] | None = None) -> str | None:
     """Start the task head from the checkpoint's matching pre-training head (retrieval: ITM), if it has one.
 
     Returns what the head was initialised from (recorded in run.json), or None when it starts fresh."""
     if task.pretrained_head is None:
         return None
     prefix = f"pretrain.{task.pretrained_head}."
-    state, _ = load_checkpoint(path)
+    if state is None:
+        state, _ = load_checkpoint(path)
     head_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not head_state:
         return None

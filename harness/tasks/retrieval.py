@@ -165,8 +165,8 @@ class RetrievalTask(Task):
                         keep = candidates[start + offset, columns]
                         if not keep.any():
                             continue
-                        rows = torch.from_numpy(np.flatnonzero(keep)).to(device)
-                        columns, ids, mask = columns[keep], ids[rows], mask[rows]
+                        picked = torch.from_numpy(np.flatnonzero(keep)).to(device)
+                        columns, ids, mask = columns[keep], ids[picked], mask[picked]
                     index = torch.full((len(columns),), offset, device=device)
                     with autocast(device):
                         logits = match_score(model, head, ids, mask, visual.index(index)).float()

@@ -63,10 +63,8 @@ class TrainingObjective(nn.Module):
         return self.task.training_loss(self.model, self.head, batch)
 
 
-
-
 class Interrupted(VlbenchError):
-    pass
+    """Ctrl-C during training, after the resume point was saved."""
 
 
 class SkippingBatchSampler(Sampler[list[int]]):
