@@ -5,6 +5,7 @@ Pixel-BERT and SOHO), the shared optimisers and schedule, and a validation pass 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from harness.batches import to_device
+from harness.distributed import is_main
 from harness.pretraining.config import PretrainConfig
 from harness.pretraining.data import CaptionPairs
 from harness.training.loop import NonFiniteLoss
@@ -201,11 +203,11 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
                 seen=0, epoch_seconds=0.0, train_seconds=result.wall_seconds, result=result.to_dict(),
                 rng=RngSnapshot.capture(), generators={name: g.get_state() for name, g in generators.items()},
                 counters={"dictionary_reseeded": dictionary.reseeded if dictionary is not None else 0}))
-        if progress:
+        if is_main():  # also with --no-progress: batch jobs' logs keep one line per epoch
             shown = ", ".join(f"{k} {v}" for k, v in record["val"].items()
                               if k.endswith(("_loss", "_accuracy", "perplexity")) and v is not None)
             tqdm.write(f"epoch {epoch}/{config.epochs}: val {shown} ({seconds:.1f}s, "
-                       f"{record['samples_per_second']} samples/s)")
+                       f"{record['samples_per_second']} samples/s)", file=sys.stderr)
     result.wall_seconds = round(result.wall_seconds, 3)
     result.samples_per_second = round(result.samples / max(result.wall_seconds, 1e-9), 2)
     return result

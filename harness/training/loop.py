@@ -7,6 +7,7 @@ is better); the selected weights are written at once, so a crash or a NaN later 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
@@ -239,10 +240,11 @@ def train(
                     epoch=epoch + 1, batches_done=0, epoch_generator_state=generator.get_state(), running_loss=0.0,
                     seen=0, epoch_seconds=0.0, train_seconds=train_seconds, result=result.to_dict(),
                     rng=RngSnapshot.capture()))
-        if progress:
+        if is_main():  # also with --no-progress: batch jobs' logs keep one line per epoch
             val = record.get("val")
             shown = f", val {task.selection_metric} {val[task.selection_metric]}" if val else ""
-            tqdm.write(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f}{shown} ({epoch_seconds:.1f}s)")
+            tqdm.write(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f}{shown} ({epoch_seconds:.1f}s)",
+                       file=sys.stderr)
 
     result.wall_seconds = round(train_seconds, 3)
     result.samples_per_second = round(result.samples / max(train_seconds, 1e-9), 2)
