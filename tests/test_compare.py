@@ -4,6 +4,7 @@ significance markers on a known-different and a known-equal pair, outputs (Markd
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -180,3 +181,45 @@ def test_duplicate_seed_and_no_runs_are_one_line_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     code, _, err = _compare(str(tmp_path / "empty"), "--out", str(tmp_path / "rep"))
     assert code == 2 and err.startswith("error:") and "no run.json" in err
+
+
+def test_a_models_runs_on_all_tasks_share_one_row_despite_per_task_preset_budgets(tmp_path: Path) -> None:
+    """tiny retrieval trains 4 epochs validated once (its preset budget): still the same configuration as the
+    model's VQA run, so one row; a run where the user changed a setting is a separate, labelled row."""
+    from harness.training.config import train_preset
+
+    def config(task: str, **changes: object) -> dict[str, object]:
+        train = train_preset("tiny", task).with_overrides(**changes).to_dict()
+        return {"preset": "tiny", "train": train, "data": f"/w/{task}.yaml", "device": "cpu"}
+
+    vqa_run(tmp_path / "pb-vqa", "pixelbert", [1.0, 0.0] * 5, config=config("vqa"))
+    make_run(tmp_path / "pb-ret", "pixelbert", "retrieval", config=config("retrieval"),
+             metrics={"tr_r1": 1.0, "tr_r5": 2.0, "tr_r10": 3.0, "ir_r1": 1.0, "ir_r5": 2.0, "ir_r10": 3.0,
+                      "rsum": 12.0})
+    vqa_run(tmp_path / "pb-long", "pixelbert", [1.0, 1.0] * 5, config=config("vqa", epochs=16))
+    code, out, err = _compare(str(tmp_path / "pb-vqa"), str(tmp_path / "pb-ret"), "--out", str(tmp_path / "a"))
+    assert code == 0, err
+    assert "compared 1 configuration(s): pixelbert" in out
+    code, out, err = _compare(str(tmp_path / "pb-vqa"), str(tmp_path / "pb-ret"), str(tmp_path / "pb-long"),
+                              "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    assert "compared 2 configuration(s)" in out and "epochs=16" in out
+
+
+def test_bench_compare_models_each_get_their_speed(tmp_path: Path) -> None:
+    """`vlbench bench --model region --compare pixelbert` measures both side by side in one bench.json: the
+    table shows each model's own throughput, not the --model's for all."""
+    vqa_run(tmp_path / "pb", "pixelbert", [1.0, 0.0] * 5)
+    vqa_run(tmp_path / "rg", "region", [1.0, 1.0, 0.0, 0.0] * 3)
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "bench.json").write_text(json.dumps({
+        "model": "region", "task": "vqa", "inference": {"samples_per_second": 50.0},
+        "models": {"region": {"inference": {"samples_per_second": 50.0}},
+                   "pixelbert": {"inference": {"samples_per_second": 400.0}}},
+    }))
+    code, _, err = _compare(str(tmp_path / "pb"), str(tmp_path / "rg"), str(tmp_path / "bench"), "--out",
+                            str(tmp_path / "rep"))
+    assert code == 0, err
+    rows = {r["label"]: r for r in csv.DictReader((tmp_path / "rep" / "comparison.csv").open())}
+    assert float(rows["pixelbert"]["images_per_second"]) == 400.0
+    assert float(rows["region"]["images_per_second"]) == 50.0

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.errors import VlbenchError
 from harness.fileio import read_json
+from harness.training.config import TRAIN_PRESETS, train_preset
 
 # Parts of run.json's config that do not change what a model learns (where the data file lives, which device
 # ran it): runs that differ only in these are seeds of one configuration.
@@ -90,29 +91,37 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def read_bench(path: Path) -> BenchInfo:
-    """The headline numbers of a ``vlbench bench`` file (its layout: ``harness/bench/report.py``).
+def read_bench(path: Path, model: str | None = None) -> BenchInfo:
+    """The headline numbers of a ``vlbench bench`` file (its layout: ``harness/bench/report.py``) for ``model``:
+    the ``--model`` results at the top level by default, or one of the ``--compare`` models measured beside it
+    (``models.NAME``, same device, batch and precision).
 
-    The top level holds the ``--model`` results. One NLVR2 sample is two images, so ms per image divides by the
-    task's images per sample. ``bench`` always runs a region model's detector live (never the feature cache), so
-    ``detector_counted`` is True for detector encoders and None where there is no detector.
+    One NLVR2 sample is two images, so ms per image divides by the task's images per sample. ``bench`` always
+    runs a region model's detector live (never the feature cache), so ``detector_counted`` is True for detector
+    encoders and None where there is no detector.
     """
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise VlbenchError(f"{path}: expected a JSON object")
     if not isinstance(raw.get("inference"), dict):
         raise VlbenchError(f"{path}: not a `vlbench bench` file (no 'inference' block)")
-    sps = _number(_dig(raw, "inference.samples_per_second"))
+    block: dict[str, Any] = raw
+    if model is not None and model != raw.get("model"):
+        found = _dig(raw, f"models.{model}")
+        if not isinstance(found, dict):
+            raise VlbenchError(f"{path}: has no measurements of model {model!r}")
+        block = found
+    sps = _number(_dig(block, "inference.samples_per_second"))
     images_per_sample = 2.0 if raw.get("task") == "nlvr2" else 1.0
     ms_image = 1000.0 / (sps * images_per_sample) if sps else None
-    encoder = _dig(raw, "split.visual_encoder.name")
+    encoder = _dig(block, "split.visual_encoder.name")
     batch = _dig(raw, "batch_size")
     return BenchInfo(
         path=path,
         samples_per_second=sps,
         ms_per_image=ms_image,
-        latency_p50_ms=_number(_dig(raw, "inference.latency_ms_per_sample.p50")),
-        latency_p95_ms=_number(_dig(raw, "inference.latency_ms_per_sample.p95")),
+        latency_p50_ms=_number(_dig(block, "inference.latency_ms_per_sample.p50")),
+        latency_p95_ms=_number(_dig(block, "inference.latency_ms_per_sample.p95")),
         device=_dig(raw, "device.name"),
         precision=_dig(raw, "precision"),
         batch_size=int(batch) if isinstance(batch, int) else None,
@@ -121,8 +130,30 @@ def read_bench(path: Path) -> BenchInfo:
     )
 
 
-def config_key(config: dict[str, Any]) -> str:
+def bench_models(path: Path) -> list[str]:
+    """Every model a bench file measured: its ``--model`` first, then the ``--compare`` models."""
+    raw = read_json(path)
+    main = raw.get("model") if isinstance(raw, dict) else None
+    if not isinstance(main, str):
+        raise VlbenchError(f"{path}: does not name its model")
+    others = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+    return [main, *(m for m in others if m != main)]
+
+
+def comparable_config(config: dict[str, Any], task: str) -> dict[str, Any]:
+    """What identifies a configuration across tasks: the run config without paths and devices, and with the
+    training settings as changes from the task's preset (tiny retrieval's own epoch budget is the preset's,
+    not a different configuration, so a model's VQA, NLVR2 and retrieval runs share one table row)."""
     kept = {k: v for k, v in config.items() if k not in _NON_CONFIG_KEYS}
+    train, preset = kept.get("train"), kept.get("preset")
+    if isinstance(train, dict) and preset in TRAIN_PRESETS:
+        default = train_preset(str(preset), task).to_dict()
+        kept["train"] = {k: v for k, v in train.items() if k not in default or default[k] != v}
+    return kept
+
+
+def config_key(config: dict[str, Any], task: str) -> str:
+    kept = comparable_config(config, task)
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -157,11 +188,10 @@ def collect(paths: list[Path]) -> Collection:
         bench = read_bench(directory / "bench.json") if (directory / "bench.json").is_file() else None
         if not (directory / "run.json").is_file():
             assert bench is not None
-            model = _dig(bench.raw, "model")
-            if not isinstance(model, str):
-                raise VlbenchError(f"{bench.path}: does not name its model")
             task = _dig(bench.raw, "task")
-            result.benches.append((model, task if isinstance(task, str) else None, bench))
+            for model in bench_models(bench.path):  # `bench --compare` measured several side by side
+                result.benches.append((model, task if isinstance(task, str) else None,
+                                       read_bench(bench.path, model)))
             continue
         record = _read_run(directory)
         if record.get("kind") == "pretrain":
@@ -171,7 +201,7 @@ def collect(paths: list[Path]) -> Collection:
         config = record.get("config") or {}
         result.runs.append(RunInfo(
             path=directory, model=str(record["model"]), task=str(record["task"]), seed=int(record.get("seed", 0)),
-            kind=str(record.get("kind", "run")), config=config, config_key=config_key(config),
+            kind=str(record.get("kind", "run")), config=config, config_key=config_key(config, str(record["task"])),
             fingerprints={s: v.get("fingerprint") for s, v in splits.items() if isinstance(v, dict)},
             metrics=record.get("metrics") or {}, bench=bench,
         ))
@@ -196,8 +226,7 @@ def _label(runs: list[RunInfo]) -> None:
     keys whose values differ between them are appended, so the table says what the variants are."""
     by_model: dict[str, dict[str, dict[str, Any]]] = {}
     for run in runs:
-        kept = {k: v for k, v in run.config.items() if k not in _NON_CONFIG_KEYS}
-        by_model.setdefault(run.model, {})[run.config_key] = _flatten(kept)
+        by_model.setdefault(run.model, {})[run.config_key] = _flatten(comparable_config(run.config, run.task))
     for run in runs:
         configs = by_model[run.model]
         if len(configs) == 1:

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from harness.fileio import write_bytes  # noqa: E402
 from harness.reports.aggregate import (  # noqa: E402
@@ -24,6 +25,11 @@ from harness.reports.aggregate import (  # noqa: E402
     Aggregate,
 )
 from harness.reports.tables import Speed  # noqa: E402
+
+
+def _throughput_label(value: float, _position: int) -> str:
+    return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
+
 
 _MODEL_COLOURS = {"pixelbert": "#1f77b4", "soho": "#2ca02c", "grid": "#9467bd", "region": "#d62728",
                   "textonly": "#7f7f7f"}
@@ -159,6 +165,11 @@ def pareto(agg: Aggregate, labels: list[str], speed: dict[str, Speed], colour: d
         if len(front) > 1:
             ax.plot(*zip(*front), linestyle="--", color="black", linewidth=0.8, label="Pareto front")
         ax.set_xscale("log")
+        # Labelled ticks at 1-2-5 steps as plain numbers ("500", "2k"); matplotlib's default minor labels
+        # ("2x10^3 3x10^3 ...") run into each other at paper size.
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_throughput_label))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("inference throughput (images/s, log scale)")
         ax.set_ylabel(_UNITS[task])
         ax.set_title(TASK_TITLES[task])
