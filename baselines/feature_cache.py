@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from harness.errors import VlbenchError
 from harness.fileio import write_json
 
 CACHE_FORMAT = "vlbench-region-cache-v1"
+_SWAP_RETRIES = 5
 
 
 def stamp_hash(stamp: dict[str, Any]) -> str:
@@ -56,6 +58,21 @@ class FeatureCache:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        for attempt in range(_SWAP_RETRIES):
+            try:
+                self._read()
+                break
+            except FileNotFoundError:
+                # Another run replaced the cache between two of our reads (write_cache renames the old folder
+                # out and the new one in): read the new copy from the start.
+                if attempt == _SWAP_RETRIES - 1:
+                    if not (self.path / "meta.json").is_file():
+                        raise VlbenchError(f"{self.path}: no region feature cache here (meta.json missing)") from None
+                    raise VlbenchError(f"{self.path}: unreadable region feature cache (a file is missing); "
+                                       "delete it to rebuild") from None
+                time.sleep(0.1 * (attempt + 1))
+
+    def _read(self) -> None:
         meta_path = self.path / "meta.json"
         try:
             self.meta = json.loads(meta_path.read_text())
@@ -66,6 +83,8 @@ class FeatureCache:
             self.offsets = np.load(self.path / "offsets.npy")
             self.features = np.load(self.path / "features.npy", mmap_mode="r")
             self.boxes = np.load(self.path / "boxes.npy", mmap_mode="r")
+        except FileNotFoundError:
+            raise  # retried by __init__: most likely a concurrent replacement
         except (OSError, ValueError) as exc:
             raise VlbenchError(f"{self.path}: unreadable region feature cache ({type(exc).__name__}: {exc}); "
                                "delete it to rebuild") from None
