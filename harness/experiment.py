@@ -38,7 +38,7 @@ from harness.tasks.rerank import Rerank
 from harness.tasks.retrieval import RetrievalTask
 from harness.training.config import TrainConfig, train_preset
 from harness.training.loop import train
-from harness.training.precision import precision_name
+from harness.training.precision import precision_name, use_precision
 from harness.training.resume import ResumeFile
 from harness.training.seeding import seed_everything
 from harness.world.cache import default_world
@@ -61,6 +61,8 @@ class RunOptions:
     text_init_layers: int | None = None
     cnn_init: Path | None = None
     device: str = "auto"
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16."""
     overwrite: bool = False
     progress: bool = True
     limit: int | None = None
@@ -147,6 +149,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     task_cls = TASKS.get(options.task)
     train_config = train_preset(options.preset, options.task).with_overrides(**options.train_overrides)
     device = resolve_device(options.device)
+    use_precision(options.precision, device)
     distributed.setup(device)
     prepare_run_dir(options.run_dir, options.overwrite, options.resume)  # before any slow work: fail fast
     spec = distributed.main_first(lambda: resolve_spec(options.data, options.task, options.progress))
@@ -246,7 +249,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
 def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: Path | None = None,
                         splits: tuple[str, ...] | None = None, device_name: str = "auto", overwrite: bool = False,
                         progress: bool = True, limit: int | None = None, rerank: Rerank | None = None,
-                        ) -> dict[str, Any]:
+                        precision: str = "auto") -> dict[str, Any]:
     """Score a saved checkpoint on a dataset without training; writes the same files as ``run``.
 
     ``rerank`` (retrieval only): score just the top-k candidates of a first-stage score matrix."""
@@ -257,6 +260,7 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
                            "(its head belongs to that task)")
     task_cls = TASKS.get(task_name)
     device = resolve_device(device_name)
+    use_precision(precision, device)
     distributed.setup(device)
     spec = distributed.main_first(lambda: resolve_spec(data, task_name, progress))
     wanted = list(splits) if splits else _present(spec, EVAL_SPLITS)

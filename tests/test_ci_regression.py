@@ -18,9 +18,11 @@ from click.testing import CliRunner
 from harness.cli.main import cli
 
 BASELINE = Path(__file__).resolve().parents[1] / "results" / "baselines" / "ci-tiny.yaml"
-RUN_ARGS = ["--model", "pixelbert", "--task", "vqa", "--limit", "200", "--epochs", "2", "--no-progress"]
+RUN_ARGS = ["--model", "pixelbert", "--task", "vqa", "--limit", "200", "--epochs", "2", "--precision", "fp32",
+            "--no-progress"]
 DETECTOR_ARGS = ["--epochs", "2", "--limit", "48", "--no-progress"]
-REGION_ARGS = ["--model", "region", "--task", "vqa", "--limit", "200", "--epochs", "2", "--no-progress"]
+REGION_ARGS = ["--model", "region", "--task", "vqa", "--limit", "200", "--epochs", "2", "--precision", "fp32",
+               "--no-progress"]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.bench.timing import TimingStats, time_call
+from harness.training.precision import precision_name
 
 # What FlopCounterMode has no formula for, and so leaves out of every count here.
 NOT_COUNTED = ("element-wise ops (normalisation, activations, softmax, residual adds, dropout), pooling, "
@@ -43,7 +44,8 @@ def count_flops(fn: Callable[[], Any]) -> FlopCount:
 class MatmulProbe:
     """A large square matmul on ``device``: the ceiling an achieved FLOP/s is compared with.
 
-    fp32 on CPU (what the CPU pipeline runs), bf16 on CUDA (what autocast runs on tensor cores). ``bench`` times
+    In the precision the pipeline runs (``harness.training.precision``): bf16 where autocast is on (CUDA tensor
+    cores, CPUs with native bf16), fp32 otherwise. ``bench`` times
     it before the models and once more in every interleaved round, so the peak and the models' rates are
     measured under the same machine load. The best of all its timings is the peak (what the device can do when
     nothing else runs); the median is recorded beside it, and fractions against both are reported.
@@ -53,7 +55,7 @@ class MatmulProbe:
         cuda = device.type == "cuda"
         self.device = device
         self.size = size or (8192 if cuda else 2048)
-        self.dtype = torch.bfloat16 if cuda else torch.float32
+        self.dtype = torch.bfloat16 if precision_name(device) == "bf16-autocast" else torch.float32
         self._a = torch.randn(self.size, self.size, device=device, dtype=self.dtype)
         self._b = torch.randn(self.size, self.size, device=device, dtype=self.dtype)
         self._out = torch.empty(self.size, self.size, device=device, dtype=self.dtype)

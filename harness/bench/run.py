@@ -17,7 +17,7 @@ from harness.errors import VlbenchError
 from harness.experiment import resolve_device, resolve_spec
 from harness.models import MODELS, load_all_models
 from harness.training.config import train_preset
-from harness.training.precision import precision_name
+from harness.training.precision import precision_name, use_precision
 from harness.training.seeding import seed_everything
 
 
@@ -33,6 +33,8 @@ class BenchOptions:
     checkpoint: Path | None = None
     detector: Path | None = None
     device: str = "auto"
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16."""
     warmup: int = 3
     repeats: int = 20
     train_steps: int = 5
@@ -59,6 +61,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
     if options.threads is not None:
         torch.set_num_threads(options.threads)
     device = resolve_device(options.device)
+    use_precision(options.precision, device)
     channels_last = device.type == "cuda" if options.channels_last is None else options.channels_last
     spec = resolve_spec(options.data, options.task, options.progress)
     options.run_dir.mkdir(parents=True, exist_ok=True)

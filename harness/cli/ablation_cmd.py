@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from harness.cli.precision_option import precision_option
 from harness.pretraining.ablation import TASKS, VARIANTS
 
 
@@ -25,8 +26,10 @@ from harness.pretraining.ablation import TASKS, VARIANTS
               help="Pre-train on the first N images of each split only.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@precision_option
 @click.option("--no-progress", is_flag=True)
-def pretrain_ablation(out, world, variants, tasks, pretrain_epochs, epochs, limit, pretrain_limit, seed, device, no_progress) -> None:
+def pretrain_ablation(out, world, variants, tasks, pretrain_epochs, epochs, limit, pretrain_limit, seed, device, precision,
+                      no_progress) -> None:
     """Fine-tune pixelbert from scratch / MLM / ITM / MLM+ITM / MLM+ITM+pixel sampling pre-training and soho
     MLM+ITM+MVM on VQA, NLVR2 and retrieval; write OUT/ablation.md. The tiny preset takes about an hour or more
     on a 2-core CPU (six pre-trainings and eighteen fine-tunings); use --limit / --epochs for a quick look."""
@@ -36,6 +39,7 @@ def pretrain_ablation(out, world, variants, tasks, pretrain_epochs, epochs, limi
     world = world or default_world(progress=not no_progress)
     result = run_ablation(out, world, variants=tuple(variants) or None, tasks=tuple(tasks) or TASKS,
                           pretrain_epochs=pretrain_epochs, epochs=epochs, limit=limit, pretrain_limit=pretrain_limit, seed=seed, device=device,
+                          precision=precision,
                           progress=not no_progress)
     click.echo((out / "ablation.md").read_text(encoding="utf-8"))
     click.echo(f"{len(result['rows'])} variants in {result['wall_seconds']} s -> {out / 'ablation.md'}")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from harness.cli.precision_option import precision_option
 from harness.models import MODELS, load_all_models
 from harness.tasks import TASKS, load_all
 from harness.training.config import TRAIN_PRESETS
@@ -51,6 +52,7 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
 @click.option("--detector", type=_existing_file, default=None,
               help="region/grid: detector file. Default: the one `run` would use (cached, or trained on the boxes).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@precision_option
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
               help="Untimed calls per model before timing.")
 @click.option("--repeats", type=click.IntRange(min=1), default=20, show_default=True,
@@ -66,14 +68,14 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the CNN backbone and transformer layers.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, detector, device, warmup, repeats,
-          train_steps, overhead_steps, overhead_epochs, channels_last, compile_, threads, no_progress) -> None:
+def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, detector, device, precision, warmup,
+          repeats, train_steps, overhead_steps, overhead_epochs, channels_last, compile_, threads, no_progress) -> None:
     """Time MODEL's real pipeline on TASK and write DIR/bench.json.
 
     Inference (end to end, and split into visual encoder vs transformer + head; the region model's detector
     always runs live, never from the feature cache), training samples/s, FLOPs counted with PyTorch's flop
     counter, achieved FLOP/s against this device's measured matmul peak, peak memory, and the harness's share
-    of a real training loop. CUDA: bf16 autocast, CUDA-event timing; CPU: fp32.
+    of a real training loop. CUDA: CUDA-event timing; precision as --precision (bf16 autocast on CUDA by default).
 
     \b
     Example:  vlbench bench --model pixelbert --task vqa --run-dir results/bench --compare region
@@ -82,7 +84,7 @@ def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, d
 
     report = run_bench(BenchOptions(
         model=model, task=task, run_dir=run_dir, data=data, preset=preset, batch_size=batch_size, compare=compare,
-        checkpoint=checkpoint, detector=detector, device=device, warmup=warmup, repeats=repeats,
+        checkpoint=checkpoint, detector=detector, device=device, precision=precision, warmup=warmup, repeats=repeats,
         train_steps=train_steps, overhead_steps=overhead_steps, overhead_epochs=overhead_epochs,
         channels_last=channels_last, compile=compile_, threads=threads, progress=not no_progress))
     for name, r in report["models"].items():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from harness.cli.precision_option import precision_option
 from harness.models import MODELS, load_all_models
 from harness.pretraining.config import PRETRAIN_PRESETS
 
@@ -52,13 +53,14 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--limit", type=click.IntRange(min=2), default=None,
               help="Use only the first N images of each split (quick checks); recorded in run.json.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@precision_option
 @click.option("--resume", is_flag=True,
               help="Continue the interrupted pre-training in --run-dir from its last finished epoch.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, lr, cnn_lr, detector,
-             dictionary_size, mvm_probability, text_init, text_init_layers, cnn_init, limit, device, resume,
-             overwrite, no_progress) -> None:
+             dictionary_size, mvm_probability, text_init, text_init_layers, cnn_init, limit, device, precision,
+             resume, overwrite, no_progress) -> None:
     """Pre-train MODEL on image-caption pairs with MLM / ITM (/ MVM), then fine-tune with `vlbench run --init`.
 
     Writes DIR/checkpoint.safetensors (the model under `model.`, the pre-training heads under `pretrain.`) and
@@ -79,7 +81,7 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
     record = run_pretraining(PretrainOptions(
         model=model, run_dir=run_dir, data=data, preset=preset, seed=seed, dictionary_size=dictionary_size,
         text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, detector=detector, device=device,
-        overwrite=overwrite, progress=not no_progress, limit=limit, overrides=overrides, resume=resume,
+        precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, overrides=overrides, resume=resume,
     ))
     val = ", ".join(f"{k} {v}" for k, v in record["metrics"]["val"].items() if not k.endswith("_predictions"))
     click.echo(f"{model} pre-trained ({'+'.join(record['config']['objectives'])}): val {val}  "

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from harness import distributed
+from harness.cli.precision_option import precision_option
 from harness.models import MODELS, load_all_models
 from harness.tasks import TASKS, load_all
 from harness.training.config import TRAIN_PRESETS
@@ -67,6 +68,7 @@ def _summary(record: dict) -> str:
 @click.option("--boxes", type=click.Choice(["detector", "gt"]), default=None,
               help="region: the detector's top boxes (default) or the annotated boxes (oracle upper bound).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@precision_option
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Use only the first N examples (retrieval: images) of every split, for quick checks and CI "
                    "subsets; recorded, and the split fingerprints change with it.")
@@ -78,7 +80,7 @@ def _summary(record: dict) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, cnn_optimizer, grad_accum,
         hard_negatives, init, text_init, text_init_layers, cnn_init, detector, detector_data, boxes, limit, device,
-        resume, checkpoint_every, overwrite, no_progress) -> None:
+        precision, resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
 
     Test predictions are written in the official formats: predictions_test.json (VQA results),
@@ -100,7 +102,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
         record = run_experiment(RunOptions(
             model=model, task=task, run_dir=this_dir, data=data, preset=preset, seed=this_seed, init=init,
             text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
-            overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
+            precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
             detector=detector, detector_data=detector_data, boxes=boxes, resume=resume,
         ))
         which = f"{model} on {task}" + (f" (seed {this_seed})" if seeds is not None else "")
@@ -136,10 +138,11 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--first-stage", type=_existing_file, default=None,
               help="With --rerank-k: a .npy score matrix [n_images, n_captions] for the split (any model's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@precision_option
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage, device, overwrite,
-          no_progress) -> None:
+def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage, device, precision,
+          overwrite, no_progress) -> None:
     """Score a saved checkpoint on a dataset without training; writes the same files as `run`."""
     from harness.experiment import evaluate_checkpoint
     from harness.tasks.rerank import Rerank
@@ -153,7 +156,7 @@ def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage,
         rerank = Rerank.from_file(first_stage, rerank_k)
     record = evaluate_checkpoint(checkpoint, task, run_dir, data=data, splits=tuple(splits) or None,
                                  device_name=device, overwrite=overwrite, progress=not no_progress, limit=limit,
-                                 rerank=rerank)
+                                 rerank=rerank, precision=precision)
     if distributed.is_main():
         click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
 

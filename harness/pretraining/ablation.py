@@ -56,6 +56,7 @@ def _existing(run_dir: Path) -> dict[str, Any] | None:
 def run_ablation(out: Path, world: Path, *, variants: tuple[str, ...] | None = None,
                  tasks: tuple[str, ...] = TASKS, pretrain_epochs: int | None = None, epochs: int | None = None,
                  limit: int | None = None, pretrain_limit: int | None = None, seed: int = 0, device: str = "auto",
+                 precision: str = "auto",
                  progress: bool = True) -> dict[str, Any]:
     """Run (or reuse) every variant x task under ``out``; write ``out/ablation.md`` and ``out/ablation.json``.
 
@@ -76,7 +77,7 @@ def run_ablation(out: Path, world: Path, *, variants: tuple[str, ...] | None = N
         if variant.objectives is not None:
             pt_dir = out / "pretrain" / variant.name
             record = _existing(pt_dir) or run_pretraining(PretrainOptions(
-                model=variant.model, run_dir=pt_dir, data=world / "captions.yaml", seed=seed, device=device,
+                model=variant.model, run_dir=pt_dir, data=world / "captions.yaml", seed=seed, device=device, precision=precision,
                 progress=progress, overwrite=True, limit=pretrain_limit,
                 overrides={"objectives": variant.objectives, "pixel_sample": variant.pixel_sample,
                            "epochs": pretrain_epochs}))
@@ -88,7 +89,7 @@ def run_ablation(out: Path, world: Path, *, variants: tuple[str, ...] | None = N
             run_dir = out / variant.name / task
             record = _existing(run_dir) or run_experiment(RunOptions(
                 model=variant.model, task=task, run_dir=run_dir, data=world / f"{task}.yaml", seed=seed, init=init,
-                device=device, overwrite=True, progress=progress, limit=limit, train_overrides={"epochs": epochs}))
+                device=device, precision=precision, overwrite=True, progress=progress, limit=limit, train_overrides={"epochs": epochs}))
             row["tasks"][task] = {"test": record["metrics"].get("test"), "val": record["metrics"].get("val"),
                                   "seconds": record["train"]["wall_seconds"]}
         rows.append(row)

@@ -30,7 +30,7 @@ from harness.pretraining.config import PRETRAIN_PRESETS, PretrainConfig
 from harness.pretraining.data import CaptionPairs
 from harness.pretraining.loop import pretrain
 from harness.records.run_record import build_run_record, write_run_record
-from harness.training.precision import precision_name
+from harness.training.precision import precision_name, use_precision
 from harness.training.resume import ResumeFile
 from harness.training.seeding import seed_everything
 from harness.world.cache import default_world
@@ -57,6 +57,8 @@ class PretrainOptions:
     detector: Path | None = None
     """region/grid: a trained detector; without it the one `run` would use is found or trained."""
     device: str = "auto"
+    precision: str = "auto"
+    """auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16."""
     overwrite: bool = False
     progress: bool = True
     limit: int | None = None
@@ -98,6 +100,7 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
         raise VlbenchError(f"unknown preset {options.preset!r} (known: {', '.join(PRETRAIN_PRESETS)})")
     config = PRETRAIN_PRESETS[options.preset].with_overrides(**options.overrides)
     device = resolve_device(options.device)
+    use_precision(options.precision, device)
     data_path = options.data or default_world(progress=options.progress) / "captions.yaml"
     spec = load_spec(data_path)
     for split in ("train", "val"):

@@ -1,0 +1,56 @@
+"""--precision: auto picks bf16 autocast only where the hardware multiplies bf16 natively; the choice is applied
+to training and evaluation and recorded in run.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from harness.cli.main import cli
+from harness.errors import VlbenchError
+from harness.training import precision
+from harness.training.precision import autocast, resolve_precision, use_precision
+
+
+@pytest.fixture(autouse=True)
+def _restore_choice():
+    saved = precision._chosen
+    yield
+    precision._chosen = saved
+
+
+def test_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16" and resolve_precision("fp32", cuda) == "fp32"
+    with pytest.raises(VlbenchError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", cpu)
+
+
+def test_the_chosen_precision_is_what_autocast_applies() -> None:
+    cpu = torch.device("cpu")
+    layer = torch.nn.Linear(4, 4)
+    assert use_precision("bf16", cpu) == "bf16-autocast"
+    with autocast(cpu):
+        assert layer(torch.randn(2, 4)).dtype == torch.bfloat16
+    assert use_precision("fp32", cpu) == "fp32"
+    with autocast(cpu):
+        assert layer(torch.randn(2, 4)).dtype == torch.float32
+
+
+@pytest.mark.parametrize("choice, recorded", [("fp32", "fp32"), ("bf16", "bf16-autocast")])
+def test_run_records_the_precision_it_trained_with(world: Path, tmp_path: Path, choice: str, recorded: str) -> None:
+    result = CliRunner().invoke(cli, ["run", "--model", "textonly", "--task", "vqa", "--data", str(world / "vqa.yaml"),
+                                      "--limit", "32", "--epochs", "1", "--precision", choice, "--no-progress",
+                                      "--run-dir", str(tmp_path / choice)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / choice / "run.json").read_text())
+    assert record["config"]["precision"] == recorded
