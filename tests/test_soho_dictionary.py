@@ -129,11 +129,23 @@ def _fresh_dictionary() -> VisualDictionary:
 def _rank_update(rank: int, world: int, init: str, out: str) -> None:
     import torch.distributed as dist
 
+    from harness.distributed import sync_buffers
+
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
         # Ranks hold unequal shares (5 and 7 of 12 features), as a last partial batch would.
         share = slice(0, 5) if rank == 0 else slice(5, 12)
-        torch.save(_replay(_fresh_dictionary(), _features(3), share), f"{out}/rank{rank}.pt")
+        vd = _fresh_dictionary()
+        states = _replay(vd, _features(3), share)
+        sync_buffers(vd)  # the training loop's check before validation: identical, so it passes
+        if rank == 1:
+            vd.embed[0, 0] += 1e-3  # a replica drifting...
+        try:
+            sync_buffers(vd)
+            caught = ""
+        except VlbenchError as exc:  # ...is an error on every rank, not overwritten with rank 0's copy
+            caught = str(exc)
+        torch.save({"states": states, "caught": caught}, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -142,7 +154,9 @@ def test_update_over_two_processes_equals_one_process_on_all_features(tmp_path: 
     """Each rank feeds different features; after every update both ranks hold the same dictionary, equal to the
     1-process update on the concatenated features (bit for bit for re-seeded entries and counters)."""
     mp.spawn(_rank_update, args=(2, f"file://{tmp_path / 'pg'}", str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    saved = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert all("differ from rank 0" in part["caught"] for part in saved), "a drifted replica is reported"
+    ranks = [part["states"] for part in saved]
     single = _replay(_fresh_dictionary(), _features(3), slice(None))
     assert single[-1]["reseeded"] > 8, "the test re-seeds entries (all at first, more on the far batch)"
     for step, (zero, one, alone) in enumerate(zip(*ranks, single, strict=True)):
