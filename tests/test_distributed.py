@@ -81,7 +81,8 @@ def test_evaluation_is_identical_on_one_and_two_processes(task: str, world: Path
 @pytest.mark.slow
 def test_region_run_on_two_processes_fills_the_same_feature_cache_as_on_one(world: Path, detector_file,
                                                                             tmp_path: Path) -> None:
-    """Rank 0 extracts (the others wait, then read): one consistent cache, byte-identical to a 1-process run's."""
+    """Each rank extracts its own contiguous run of batches (33 images in batches of 32: 32 on rank 0, 1 on rank
+    1) and rank 0 merges them: one consistent cache, byte-identical to a 1-process run's."""
     detector, _ = detector_file
     args = ["run", "--model", "region", "--task", "vqa", "--data", world / "vqa.yaml", "--detector", detector,
             "--limit", "32", "--epochs", "1", "--no-progress"]
@@ -95,9 +96,14 @@ def test_region_run_on_two_processes_fills_the_same_feature_cache_as_on_one(worl
         assert done.returncode == 0, done.stdout + done.stderr
         (folder,) = (cache / "region-features").iterdir()
         caches[processes] = folder
-    for name in ("features.npy", "boxes.npy", "ids.json"):
+    for name in ("features.npy", "boxes.npy", "offsets.npy", "ids.json", "digests.json", "meta.json"):
         assert (caches[1] / name).read_bytes() == (caches[2] / name).read_bytes(), name
-    assert json.loads((tmp_path / "run2" / "run.json").read_text())["config"]["world_size"] == 2
+    records = {n: json.loads((tmp_path / f"run{n}" / "run.json").read_text()) for n in (1, 2)}
+    assert records[2]["config"]["world_size"] == 2
+    one, two = (records[n]["visual_encoder"]["cache"] for n in (1, 2))
+    assert one["extracted"] == two["extracted"] == 33
+    assert one["extracted_by_rank"] == [33] and two["extracted_by_rank"] == [32, 1]
+    assert not [p for p in caches[2].parent.iterdir() if p.name.startswith(".")], "no staging folder left behind"
 
 
 @pytest.mark.slow
