@@ -143,9 +143,9 @@ def evaluate_pretraining_checkpoint(checkpoint: Path, data: Path, *, limit: int 
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     heads = PretrainingHeads(model, config.objectives, setup.dictionary.size if setup.dictionary else None)
     own = {k[len("pretrain."):]: v for k, v in state.items() if k.startswith("pretrain.")}
-    missing = set(heads.own_state_dict()) ^ set(own)
-    if missing:
-        raise VlbenchError(f"{checkpoint}: pre-training heads do not fit (e.g. {sorted(missing)[0]})")
+    differ = set(heads.own_state_dict()) ^ set(own)
+    if differ:
+        raise VlbenchError(f"{checkpoint}: pre-training heads do not fit (e.g. {sorted(differ)[0]})")
     heads.load_state_dict(own, strict=False)  # the MLM decoder is the word embedding, loaded with the model
     if isinstance(model.visual_encoder, SohoEncoder) and "mvm" in config.objectives:
         model.visual_encoder.mvm_probability = config.mvm_probability
