@@ -4,15 +4,19 @@
    these settings, found in ``$VLBENCH_CACHE/detectors`` or trained now (and its held-out box mAP measured).
 2. :func:`fill_cache`: every image of the task's splits gets region features, cached on disk keyed by image id
    and stamped with the detector hash and extraction config; only images missing from the cache are extracted.
-   The time per extracted image is measured and recorded in run.json.
+   The time per extracted image is measured and recorded in run.json. Under torchrun the extraction is
+   sharded over the ranks (each extracts a contiguous run of batches) into one cache identical to a
+   1-process one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import shutil
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from baselines.feature_cache import (
 )
 from baselines.region_encoder import RegionEncoder, pixels_uint8
 from baselines.regions import extract_regions
+from harness import distributed
 from harness.batches import ImageTensors
 from harness.data.spec import DatasetSpec, load_spec
 from harness.errors import VlbenchError
@@ -159,7 +164,12 @@ def _gt_boxes(spec: DatasetSpec, image_size: int) -> dict[Path, torch.Tensor]:
 def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], images: ImageTensors,
                cache_dir: Path, stamp: dict[str, Any], *, batch_size: int = 32, progress: bool = True,
                rebuild_stale: bool = True) -> dict[str, Any]:
-    """Extract what ``cache_dir`` lacks for ``paths``, write the cache, attach it to ``encoder``; returns stats."""
+    """Extract what ``cache_dir`` lacks for ``paths``, write the cache, attach it to ``encoder``; returns stats.
+
+    Under torchrun every rank calls this and extracts its own contiguous run of the batches one process would
+    make; rank 0 merges the ranks' shards (see :func:`_assemble`) into the same cache, byte for byte, as one
+    process writes. The pixels are decoded batch by batch and not kept, so memory does not grow with the number
+    of images (their digests are)."""
     region = encoder.region
     old: FeatureCache | None = None
     stale = False
@@ -170,9 +180,11 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
             if not rebuild_stale:
                 raise
             stale = True  # another detector/config wrote it: rebuild from scratch, never reuse its rows
-    pixels = {p: images.uint8(p).numpy() for p in tqdm(paths, desc="load images", disable=not progress,
-                                                        leave=False, unit="img")}
-    digests = {p: pixel_digest(x) for p, x in pixels.items()}
+    show = progress and distributed.is_main()
+    # Each rank digests its share of the images; every rank then knows every digest.
+    mine = [pixel_digest(images.uint8(p).numpy())
+            for p in tqdm(distributed.shard(paths), desc="hash images", disable=not show, leave=False, unit="img")]
+    digests = dict(zip(paths, distributed.gather_concat(mine), strict=True))
     todo = [p for p in paths if old is None or image_id_of(p) not in old
             or old.digests[old.index[image_id_of(p)]] not in ("", digests[p])]
     gt = _gt_boxes(spec, images.image_size) if region.boxes == "gt" and todo else {}
@@ -180,11 +192,15 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
     fallback = 0
     encoder.detector.eval()
     device = next(encoder.detector.parameters()).device
+    # The batches one process makes, whole: a batch's features may depend on its neighbours at float precision,
+    # so sharding whole batches (not single images) is what keeps the cache identical to a 1-process one.
+    batches = [todo[begin:begin + batch_size] for begin in range(0, len(todo), batch_size)]
     start = time.perf_counter()
-    for begin in tqdm(range(0, len(todo), batch_size), desc="extract regions", disable=not progress,
-                      leave=False, unit="batch"):
-        chunk = todo[begin:begin + batch_size]
-        batch = torch.from_numpy(np.stack([pixels[p] for p in chunk])).to(device).float().div_(255.0)
+    for index in tqdm(distributed.shard_range(len(batches)), desc="extract regions", disable=not show, leave=False,
+                      unit="batch"):
+        chunk = batches[index]
+        pixels = np.stack([images.uint8(p).numpy() for p in chunk])
+        batch = torch.from_numpy(pixels).to(device).float().div_(255.0)
         boxes = None
         if region.boxes == "gt":
             missing = [p for p in chunk if p not in gt]
@@ -197,18 +213,55 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
             new[image_id_of(p)] = CachedImage(image_id_of(p), r.features.cpu().numpy(), r.boxes.cpu().numpy(),
                                               digests[p])
     seconds = time.perf_counter() - start
-    keep = [item for item in (old.items() if old is not None else []) if item.image_id not in new]
-    if new or old is None:
-        cache = write_cache(cache_dir, stamp, [*keep, *new.values()], region.representation_size)
-    else:
-        cache = old
+    own = sum(len(batches[i]) for i in distributed.shard_range(len(batches)))
+    by_rank = distributed.gather_concat([(own, seconds, fallback)])  # (images extracted, seconds, no-box images)
+    cache = _assemble(cache_dir, stamp, old, new, region.representation_size, write=bool(todo) or old is None)
     rows = {digests[p]: cache.index[image_id_of(p)] for p in paths}
     encoder.attach(cache, rows)
     counts = np.diff(cache.offsets)
+    busy = sum(part[1] for part in by_rank)
     return {"dir": str(cache_dir), "images": len(paths), "extracted": len(todo), "rebuilt_stale": stale,
-            "extraction_ms_per_image": round(1000 * seconds / len(todo), 2) if todo else None,
-            "zero_detection_images": fallback, "mean_boxes": round(float(counts.mean()), 2) if len(counts) else 0.0,
-            "stamp_hash": stamp_hash(stamp)}
+            "extracted_by_rank": [part[0] for part in by_rank],
+            "extraction_ms_per_image": round(1000 * busy / len(todo), 2) if todo else None,
+            "zero_detection_images": sum(part[2] for part in by_rank),
+            "mean_boxes": round(float(counts.mean()), 2) if len(counts) else 0.0, "stamp_hash": stamp_hash(stamp)}
+
+
+def _assemble(cache_dir: Path, stamp: dict[str, Any], old: FeatureCache | None, new: dict[str, CachedImage],
+              feature_dim: int, write: bool) -> FeatureCache:
+    """The cache holding ``old``'s rows that were not re-extracted, then the new rows in extraction order.
+
+    One process writes it directly. Several: each rank writes its rows as a small cache of its own in a staging
+    folder beside ``cache_dir`` (on disk, not through a collective: a whole dataset's features can exceed what
+    one message carries), rank 0 merges them in rank order (the order one process extracts in) and writes the
+    cache atomically, then every rank opens it. The cache folder must therefore be on a filesystem every node
+    sees (``$VLBENCH_CACHE``), as the world and detector caches already must."""
+    if not write:
+        assert old is not None
+        return old
+    if distributed.world_size() == 1:
+        keep = [item for item in (old.items() if old is not None else []) if item.image_id not in new]
+        return write_cache(cache_dir, stamp, [*keep, *new.values()], feature_dim)
+    staging = cache_dir.parent / f".{cache_dir.name}.shards-{distributed.broadcast_object(uuid.uuid4().hex)}"
+    write_cache(staging / f"rank{distributed.rank():05d}", stamp, new.values(), feature_dim)
+    distributed.barrier()
+    cache: FeatureCache | None = None
+    if distributed.is_main():
+        try:
+            merged: dict[str, CachedImage] = {}
+            for r in range(distributed.world_size()):
+                part = staging / f"rank{r:05d}"
+                if not (part / "meta.json").is_file():
+                    raise VlbenchError(f"{part}: rank {r}'s region features are not visible to rank 0; the cache "
+                                       "folder ($VLBENCH_CACHE) must be on a filesystem every node shares")
+                # A later rank's row for the same image id wins, in the first one's place, as in one process.
+                merged.update((item.image_id, item) for item in FeatureCache(part).items())
+            keep = [item for item in (old.items() if old is not None else []) if item.image_id not in merged]
+            cache = write_cache(cache_dir, stamp, [*keep, *merged.values()], feature_dim)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    distributed.barrier()
+    return cache if cache is not None else open_cache(cache_dir, expect=stamp)
 
 
 @torch.no_grad()

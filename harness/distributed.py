@@ -10,12 +10,18 @@ single process and these helpers cost nothing.
 from __future__ import annotations
 
 import atexit
+import inspect
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from harness.errors import VlbenchError
+from harness.training.seeding import derived_seed
 
 T = TypeVar("T")
 
@@ -102,3 +108,64 @@ def main_first(fn: Callable[[], T]) -> T:
         return out
     barrier()
     return fn()
+
+
+def rank_seed(base: int, stream: int = 0) -> int:
+    """A seed of this rank's own for random stream ``stream``, derived from ``base`` (a value every rank drew
+    identically): ranks then draw different masks, negatives and dropout for their different examples instead
+    of one pattern repeated on every rank, and a resumed epoch re-derives exactly the same seeds."""
+    return derived_seed(base, rank(), stream)
+
+
+def data_parallel(module: nn.Module, find_unused_parameters: bool = False) -> DistributedDataParallel:
+    """``module`` under DistributedDataParallel, without DDP's buffer broadcast before every forward.
+
+    That broadcast would make rank 0's buffers win silently at every step, hiding any buffer that a module
+    means to keep identical on every rank itself (SOHO's visual dictionary averages its update explicitly) but
+    does not. Per-rank buffers (BatchNorm running statistics) are made rank 0's by :func:`sync_buffers` before
+    they are used (validation) or saved, which is what the default broadcast gives rank 0 anyway.
+    """
+    # Buffers are still synchronised once at construction (every rank starts from rank 0's), just not per step.
+    # torch >= 2.15 names the switch forward_sync_buffers (broadcast_buffers is deprecated there).
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        switch = {"forward_sync_buffers": False}
+    else:
+        switch = {"broadcast_buffers": False}
+    return DistributedDataParallel(module, find_unused_parameters=find_unused_parameters, **switch)
+
+
+REPLICATED = "replicated_buffers"
+"""Attribute a module sets to True when it keeps its own buffers identical on every rank (with collectives)."""
+
+
+def sync_buffers(module: nn.Module) -> None:
+    """Before validation or a checkpoint: every rank takes rank 0's per-rank buffers (BatchNorm statistics), and
+    the buffers of modules that keep themselves identical (``replicated_buffers = True``) are checked instead,
+    so a rank that drifted is an error rather than something overwritten. No-op for one process."""
+    if world_size() < 2:
+        return
+    replicated: dict[str, torch.Tensor] = {}
+    for name, sub in module.named_modules():
+        if getattr(sub, REPLICATED, False):
+            replicated.update({f"{name}.{n}" if name else n: b for n, b in sub.named_buffers()})
+    for name, buffer in module.named_buffers():
+        if name not in replicated:
+            dist.broadcast(buffer, src=0)
+    check_identical(replicated)
+
+
+def check_identical(tensors: dict[str, torch.Tensor]) -> None:
+    """Raise on every rank if any of ``tensors`` differs from rank 0's copy (bit for bit)."""
+    if world_size() < 2 or not tensors:
+        return
+    differ = []
+    for name, tensor in tensors.items():
+        reference = tensor.detach().clone()
+        dist.broadcast(reference, src=0)
+        if not torch.equal(reference, tensor):
+            differ.append(name)
+    flag = torch.tensor([len(differ)], device=next(iter(tensors.values())).device)
+    dist.all_reduce(flag)
+    if int(flag):
+        raise VlbenchError(f"buffers meant to be identical on every process differ from rank 0's "
+                           f"({', '.join(differ) or 'on another rank'}): the replicas have diverged")

@@ -176,7 +176,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     data_record = _data_record(task, splits, train_config.max_text_len)
 
     # Model-specific work before training (region: detector + feature cache); may refine the setup.
-    # Under torchrun rank 0 trains the detector / fills the feature cache first; the others then read it.
+    # Under torchrun rank 0 trains or finds the detector first and the others then read it; the feature
+    # extraction (in finish, below) is sharded over the ranks.
     prepared = distributed.main_first(lambda: MODELS.get(options.model)().prepare(config, PrepareContext(
         spec=spec, task=task, images=images, splits=splits, progress=options.progress, seed=options.seed,
         options={"detector": options.detector, "detector_data": options.detector_data,

@@ -1,5 +1,7 @@
-"""Several processes through torchrun (gloo on CPU): a DDP training run, and evaluation that gives the same
-metrics and the same prediction files on 1 and 2 processes (each rank scores one contiguous shard)."""
+"""Several processes through torchrun (gloo on CPU): a DDP training run, evaluation that gives the same metrics
+and the same prediction files on 1 and 2 processes (each rank scores one contiguous shard), a DDP pre-training
+whose sharded validation equals a 1-process scoring of its checkpoint, and region-feature extraction sharded
+over the ranks into a cache byte-identical to a 1-process one."""
 
 from __future__ import annotations
 
@@ -79,7 +81,8 @@ def test_evaluation_is_identical_on_one_and_two_processes(task: str, world: Path
 @pytest.mark.slow
 def test_region_run_on_two_processes_fills_the_same_feature_cache_as_on_one(world: Path, detector_file,
                                                                             tmp_path: Path) -> None:
-    """Rank 0 extracts (the others wait, then read): one consistent cache, byte-identical to a 1-process run's."""
+    """Each rank extracts its own contiguous run of batches (33 images in batches of 32: 32 on rank 0, 1 on rank
+    1) and rank 0 merges them: one consistent cache, byte-identical to a 1-process run's."""
     detector, _ = detector_file
     args = ["run", "--model", "region", "--task", "vqa", "--data", world / "vqa.yaml", "--detector", detector,
             "--limit", "32", "--epochs", "1", "--no-progress"]
@@ -93,6 +96,34 @@ def test_region_run_on_two_processes_fills_the_same_feature_cache_as_on_one(worl
         assert done.returncode == 0, done.stdout + done.stderr
         (folder,) = (cache / "region-features").iterdir()
         caches[processes] = folder
-    for name in ("features.npy", "boxes.npy", "ids.json"):
+    for name in ("features.npy", "boxes.npy", "offsets.npy", "ids.json", "digests.json", "meta.json"):
         assert (caches[1] / name).read_bytes() == (caches[2] / name).read_bytes(), name
-    assert json.loads((tmp_path / "run2" / "run.json").read_text())["config"]["world_size"] == 2
+    records = {n: json.loads((tmp_path / f"run{n}" / "run.json").read_text()) for n in (1, 2)}
+    assert records[2]["config"]["world_size"] == 2
+    one, two = (records[n]["visual_encoder"]["cache"] for n in (1, 2))
+    assert one["extracted"] == two["extracted"] == 33
+    assert one["extracted_by_rank"] == [33] and two["extracted_by_rank"] == [32, 1]
+    assert not [p for p in caches[2].parent.iterdir() if p.name.startswith(".")], "no staging folder left behind"
+
+
+@pytest.mark.slow
+def test_pretrain_on_two_processes_validates_exactly_as_one_process(world: Path, tmp_path: Path) -> None:
+    """SOHO (MLM + ITM + MVM) under DDP: rank 0 alone writes; the validation after the epoch, sharded over the
+    ranks (3 batches: 2 on rank 0, 1 on rank 1), equals a 1-process scoring of the checkpoint, which needs the
+    BatchNorm statistics and the visual dictionary to be the same on both ranks."""
+    from harness.pretraining.evaluate import evaluate_pretraining_checkpoint
+
+    out = tmp_path / "soho"
+    done = torchrun("pretrain", "--model", "soho", "--objectives", "mlm,itm,mvm", "--data", world / "captions.yaml",
+                    "--limit", "48", "--epochs", "1", "--batch-size", "8", "--eval-batch-size", "16",
+                    "--dictionary-size", "32", "--run-dir", out, "--no-progress")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("soho pre-trained") == 1, "only rank 0 reports"
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["world_size"] == 2 and record["config"]["effective_batch_size"] == 16
+    # 48 images, 2 ranks x batch 8: 3 steps, every image once.
+    assert record["train"]["steps"] == 3 and record["train"]["samples"] == 48
+    assert not (out / "resume.safetensors").exists()
+    alone = evaluate_pretraining_checkpoint(out / "checkpoint.safetensors", world / "captions.yaml", limit=48)
+    assert alone == record["metrics"]["val"]
+    assert alone["mvm_predictions"] > 0 and alone["itm_predictions"] == 48

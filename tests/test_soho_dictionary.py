@@ -3,8 +3,11 @@ and the SOHO encoder (dictionary kept at fine-tuning, MVM only when pre-training
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import torch.multiprocessing as mp
 
 from harness.errors import VlbenchError
 from harness.models import build_model, model_setup
@@ -95,6 +98,73 @@ def test_single_process_group_path(tmp_path) -> None:
         assert torch.isfinite(vd.embed).all()
     finally:
         dist.destroy_process_group()
+
+
+def _features(seed: int) -> list[torch.Tensor]:
+    """Three updates' worth of global-batch features: 2 clusters, then 3, then a batch far from everything (so
+    entries die and are re-seeded at every step, the part that must not depend on the rank)."""
+    g = torch.Generator().manual_seed(seed)
+    centres = [torch.tensor([[5.0, 0, 0, 0], [-5.0, 0, 0, 0]]), torch.tensor([[0, 5.0, 0, 0], [0, -5.0, 0, 0],
+                                                                               [0, 0, 5.0, 0]]),
+               torch.tensor([[0, 0, 0, 40.0]])]
+    return [c[torch.randint(len(c), (12,), generator=g)] + 0.1 * torch.randn(12, 4, generator=g) for c in centres]
+
+
+def _replay(vd: VisualDictionary, batches: list[torch.Tensor], share: slice) -> list[dict[str, torch.Tensor]]:
+    vd.train()
+    states = []
+    for x in batches:
+        vd(x[share])
+        states.append({k: v.clone() for k, v in vd.state_dict().items()} | {"reseeded": torch.tensor(vd.reseeded)})
+    return states
+
+
+def _fresh_dictionary() -> VisualDictionary:
+    torch.manual_seed(0)  # the random init every rank starts from (DDP would broadcast it)
+    vd = VisualDictionary(DictionaryConfig(size=8, dead_after=1, momentum=0.5), 4)
+    vd.generator = torch.Generator().manual_seed(7)
+    return vd
+
+
+def _rank_update(rank: int, world: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+
+    from harness.distributed import sync_buffers
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        # Ranks hold unequal shares (5 and 7 of 12 features), as a last partial batch would.
+        share = slice(0, 5) if rank == 0 else slice(5, 12)
+        vd = _fresh_dictionary()
+        states = _replay(vd, _features(3), share)
+        sync_buffers(vd)  # the training loop's check before validation: identical, so it passes
+        if rank == 1:
+            vd.embed[0, 0] += 1e-3  # a replica drifting...
+        try:
+            sync_buffers(vd)
+            caught = ""
+        except VlbenchError as exc:  # ...is an error on every rank, not overwritten with rank 0's copy
+            caught = str(exc)
+        torch.save({"states": states, "caught": caught}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_update_over_two_processes_equals_one_process_on_all_features(tmp_path: Path) -> None:
+    """Each rank feeds different features; after every update both ranks hold the same dictionary, equal to the
+    1-process update on the concatenated features (bit for bit for re-seeded entries and counters)."""
+    mp.spawn(_rank_update, args=(2, f"file://{tmp_path / 'pg'}", str(tmp_path)), nprocs=2, join=True)
+    saved = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert all("differ from rank 0" in part["caught"] for part in saved), "a drifted replica is reported"
+    ranks = [part["states"] for part in saved]
+    single = _replay(_fresh_dictionary(), _features(3), slice(None))
+    assert single[-1]["reseeded"] > 8, "the test re-seeds entries (all at first, more on the far batch)"
+    for step, (zero, one, alone) in enumerate(zip(*ranks, single, strict=True)):
+        for key in zero:
+            assert torch.equal(zero[key], one[key]), f"update {step}: {key} differs between the ranks"
+            assert torch.allclose(zero[key].float(), alone[key].float(), atol=1e-5), \
+                f"update {step}: {key} differs from the 1-process update"
+        assert torch.equal(zero["idle_updates"], alone["idle_updates"])
 
 
 def test_soho_encoder_in_fine_tuning_and_pretraining() -> None:

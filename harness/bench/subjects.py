@@ -79,9 +79,8 @@ def _inference_batch(task: Task, model: VisionLanguageModel, head: nn.Module, sp
                      device: torch.device, channels_last: bool) -> Inference:
     """The task's own evaluation input for the first ``size`` examples of ``split``, split at the encoder."""
     examples = task.examples(split)
-    if len(examples) < size:  # repeat the split to fill the batch (a tiny spec); shapes are what matters
-        examples = (examples * (size // len(examples) + 1))
-    chunk = examples[:size]
+    # Repeat the split to fill the batch when it is smaller (a tiny spec); shapes are what matters.
+    chunk = [examples[i % len(examples)] for i in range(size)]
     pair = False
     if task.name == "vqa":
         paths, texts = [e.image_path for e in chunk], [e.question for e in chunk]

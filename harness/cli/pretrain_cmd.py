@@ -34,7 +34,12 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
               help="tiny: CPU minutes on the embedded world; base: the papers' sizes (GPU).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of everything random.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Override the batch size (per process under torchrun: the effective batch is batch size x "
+                   "processes x gradient accumulation).")
+@click.option("--eval-batch-size", type=click.IntRange(min=1), default=None,
+              help="Override the validation batch size (validation metrics do not depend on the process count, "
+                   "but do on this: each batch draws its own masks and negatives).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="AdamW learning rate of transformer and heads.")
 @click.option("--cnn-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate of the CNN.")
@@ -58,9 +63,9 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
               help="Continue the interrupted pre-training in --run-dir from its last finished epoch.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, lr, cnn_lr, detector,
-             dictionary_size, mvm_probability, text_init, text_init_layers, cnn_init, limit, device, precision,
-             resume, overwrite, no_progress) -> None:
+def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, eval_batch_size, lr,
+             cnn_lr, detector, dictionary_size, mvm_probability, text_init, text_init_layers, cnn_init, limit, device,
+             precision, resume, overwrite, no_progress) -> None:
     """Pre-train MODEL on image-caption pairs with MLM / ITM (/ MVM), then fine-tune with `vlbench run --init`.
 
     Writes DIR/checkpoint.safetensors (the model under `model.`, the pre-training heads under `pretrain.`) and
@@ -69,6 +74,9 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
 
         vlbench pretrain --model pixelbert --run-dir runs/pt && \\
         vlbench run --model pixelbert --task vqa --init runs/pt/checkpoint.safetensors --run-dir runs/vqa
+
+    Several processes: `torchrun --nproc_per_node N -m harness pretrain ...` (DistributedDataParallel; rank 0
+    writes the files).
     """
     from harness.pretraining.config import parse_objectives
     from harness.pretraining.experiment import PretrainOptions, run_pretraining
@@ -76,13 +84,19 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
     if text_init_layers is not None and text_init is None:
         raise click.UsageError("--text-init-layers needs --text-init")
     overrides = {"objectives": parse_objectives(objectives) if objectives is not None else None,
-                 "pixel_sample": pixel_sample, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                 "pixel_sample": pixel_sample, "epochs": epochs, "batch_size": batch_size,
+                 "eval_batch_size": eval_batch_size, "lr": lr,
                  "cnn_lr": cnn_lr, "mvm_probability": mvm_probability}
     record = run_pretraining(PretrainOptions(
         model=model, run_dir=run_dir, data=data, preset=preset, seed=seed, dictionary_size=dictionary_size,
         text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, detector=detector, device=device,
-        precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, overrides=overrides, resume=resume,
+        precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, overrides=overrides,
+        resume=resume,
     ))
+    from harness import distributed
+
+    if not distributed.is_main():
+        return  # under torchrun, rank 0 reports
     val = ", ".join(f"{k} {v}" for k, v in record["metrics"]["val"].items() if not k.endswith("_predictions"))
     click.echo(f"{model} pre-trained ({'+'.join(record['config']['objectives'])}): val {val}  "
                f"({record['train']['wall_seconds']:.0f}s, {record['train']['samples_per_second']} samples/s) "

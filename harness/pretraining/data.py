@@ -8,11 +8,13 @@ epoch is scored on the same masks and the same negatives.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from harness.batches import ImageTensors, TextBatcher
+from harness.data.compact import worker_shared
 from harness.data.fingerprint import retrieval_fingerprint
 from harness.data.karpathy import RetrievalImage, load_karpathy_split
 from harness.data.spec import DatasetSpec
@@ -38,9 +40,9 @@ class CaptionPairs:
         if len(tokenizer) > vocab_size:
             raise VlbenchError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary only "
                                f"{vocab_size}")
-        self._splits: dict[str, list[RetrievalImage]] = {}
+        self._splits: dict[str, Sequence[RetrievalImage]] = {}
 
-    def examples(self, split: str) -> list[RetrievalImage]:
+    def examples(self, split: str) -> Sequence[RetrievalImage]:
         if split not in self._splits:
             if split not in self.spec.splits:
                 raise VlbenchError(f"{self.spec.path}: no split {split!r} (has: {', '.join(self.spec.splits)})")
@@ -48,7 +50,7 @@ class CaptionPairs:
             images = images[: self.limit] if self.limit else images
             if len(images) < 2:
                 raise VlbenchError(f"{self.spec.path}: split {split!r} needs at least two images for pre-training")
-            self._splits[split] = images
+            self._splits[split] = worker_shared(images, split, self.config.num_workers)
         return self._splits[split]
 
     def image_paths(self, split: str) -> list:

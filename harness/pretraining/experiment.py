@@ -2,6 +2,7 @@
 
 The checkpoint holds the model under ``model.`` (exactly what ``vlbench run --init`` loads) and the pre-training
 heads under ``pretrain.``; its header carries the model config, so ``run --init`` rebuilds the same shape.
+Under torchrun every rank runs this; rank 0 alone writes run.json, the checkpoint and the resume point.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness import distributed
 from harness.batches import ImageTensors, TextBatcher, text_issues
 from harness.checkpoints import save_checkpoint
 from harness.data.spec import load_spec
@@ -101,8 +103,9 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
     config = PRETRAIN_PRESETS[options.preset].with_overrides(**options.overrides)
     device = resolve_device(options.device)
     use_precision(options.precision, device)
-    data_path = options.data or default_world(progress=options.progress) / "captions.yaml"
-    spec = load_spec(data_path)
+    distributed.setup(device)
+    spec = distributed.main_first(lambda: load_spec(
+        options.data or default_world(progress=options.progress) / "captions.yaml"))
     for split in ("train", "val"):
         if split not in spec.splits:
             raise VlbenchError(f"{spec.path}: pre-training needs a {split!r} split (has: {', '.join(spec.splits)})")
@@ -126,10 +129,11 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
         data_record["splits"][split] = {"fingerprint": data.fingerprint(split), **data.summary(split),
                                         "text": text_issues(tokenizer, texts, config.max_text_len)}
 
-    # Model-specific work before training, exactly as `run` does it (region: detector + feature cache).
-    prepared = MODELS.get(options.model)().prepare(setup, PrepareContext(
+    # Model-specific work before training, exactly as `run` does it (region: detector + feature cache). Under
+    # torchrun rank 0 trains or finds the detector first; the feature extraction in finish() is sharded.
+    prepared = distributed.main_first(lambda: MODELS.get(options.model)().prepare(setup, PrepareContext(
         spec=spec, task=data, images=data.images, splits=splits, progress=options.progress, seed=options.seed,
-        options={"detector": options.detector, "detector_data": None, "embedded_world": options.data is None}))
+        options={"detector": options.detector, "detector_data": None, "embedded_world": options.data is None})))
     if prepared is not None:
         setup = prepared.setup
     model = build_model(setup)
@@ -160,14 +164,21 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
 
     def on_epoch(epoch: int, record: dict[str, Any]) -> None:
         # Every epoch replaces the checkpoint, so a crash later keeps the last complete epoch.
+        if not distributed.is_main():
+            return
         state = {f"model.{k}": v for k, v in model.state_dict().items()}
         state.update({f"pretrain.{k}": v for k, v in heads.own_state_dict().items()})
         save_checkpoint(checkpoint_path, state, {**meta_base, "epoch": epoch, "val": record["val"]})
 
-    resume = ResumeFile(options.run_dir, {**meta_base, "init": None}, every=0)
+    run_key = {**meta_base, "init": None}
+    if distributed.world_size() > 1:
+        # Data order and per-rank sampling depend on the process count: resume with the same one. (Absent for
+        # one process, so resume points written before torchrun support stay valid.)
+        run_key["world_size"] = distributed.world_size()
+    resume = ResumeFile(options.run_dir, run_key, every=0)
     if options.resume:
         resume.check()
-    else:
+    elif distributed.is_main():
         resume.remove()  # never continue a stale point of an earlier run in this directory
     result = pretrain(model, heads, data, config, device, generator, options.seed, cnn=trainable_cnn(model),
                       on_epoch=on_epoch, progress=options.progress, resume=resume, resuming=options.resume)
@@ -184,12 +195,15 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
         kind="pretrain", model=options.model, task="pretrain", seed=options.seed,
         config={"preset": options.preset, "model": setup.to_dict(), "pretrain": config.to_dict(),
                 "objectives": list(config.objectives), "pixel_sample": pixel_sample, "data": str(spec.path),
-                "limit": options.limit, "device": str(device), "precision": precision_name(device)},
+                "limit": options.limit, "device": str(device), "precision": precision_name(device),
+                "world_size": distributed.world_size(),
+                "effective_batch_size": config.batch_size * config.grad_accum * distributed.world_size()},
         data=data_record, metrics={"val": final["val"]}, train=train_record, evaluation={},
         files={"checkpoint": [CHECKPOINT_NAME]}, device=device,
     )
     if visual_record is not None:
         record["visual_encoder"] = visual_record
-    write_run_record(options.run_dir, record)
-    resume.remove()
+    if distributed.is_main():
+        write_run_record(options.run_dir, record)
+        resume.remove()
     return record

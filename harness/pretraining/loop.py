@@ -1,5 +1,9 @@
 """The pre-training loop: every chosen objective from one forward pass, summed with equal weights (as in
 Pixel-BERT and SOHO), the shared optimisers and schedule, and a validation pass after every epoch.
+
+Under torchrun the step runs under DistributedDataParallel (model and heads as one module), each rank takes its
+share of one shared shuffle (``--batch-size`` per process), SOHO's dictionary averages its update over the ranks
+itself, and validation is sharded (see ``evaluate``) so its numbers do not depend on the process count.
 """
 
 from __future__ import annotations
@@ -13,21 +17,20 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from harness.batches import to_device
-from harness.distributed import is_main
+from harness.distributed import data_parallel, is_main, rank_seed, sync_buffers, world_size
 from harness.pretraining.config import PretrainConfig
 from harness.pretraining.data import CaptionPairs
-from harness.training.loop import NonFiniteLoss
+from harness.pretraining.evaluate import ObjectiveMeter, evaluate_pretraining, model_dictionary
+from harness.pretraining.objective import PretrainingObjective
+from harness.training.loop import NonFiniteLoss, shuffled_sampler
 from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
 from harness.training.precision import autocast
 from harness.training.resume import Position, ResumeFile, RngSnapshot
 from pixelbert.pretraining.heads import PretrainingHeads
-from pixelbert.pretraining.objective import ObjectiveOutput
-from pixelbert.pretraining.step import pretraining_step
-from pixelbert.soho.visual_dictionary import VisualDictionary, dictionary_usage
 
 
 @dataclass
@@ -42,50 +45,6 @@ class PretrainResult:
         return asdict(self)
 
 
-class ObjectiveMeter:
-    """Mean loss (over batches) and accuracy (over predictions) per objective, plus dictionary usage."""
-
-    def __init__(self, dictionary: VisualDictionary | None) -> None:
-        self.loss: dict[str, float] = {}
-        self.batches: dict[str, int] = {}
-        self.correct: dict[str, int] = {}
-        self.count: dict[str, int] = {}
-        self.codes = torch.zeros(dictionary.size, dtype=torch.long) if dictionary is not None else None
-
-    def add(self, results: dict[str, ObjectiveOutput], visual: Any) -> None:
-        for name, out in results.items():
-            if out.count:
-                self.loss[name] = self.loss.get(name, 0.0) + float(out.loss.detach())
-                self.batches[name] = self.batches.get(name, 0) + 1
-            self.correct[name] = self.correct.get(name, 0) + out.correct
-            self.count[name] = self.count.get(name, 0) + out.count
-        if self.codes is not None and visual.codes is not None:
-            used = visual.codes[visual.mask].flatten().cpu()
-            self.codes += torch.bincount(used, minlength=self.codes.numel())
-
-    def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name in self.count:
-            batches = self.batches.get(name, 0)
-            out[f"{name}_loss"] = round(self.loss[name] / batches, 4) if batches else None
-            out[f"{name}_accuracy"] = round(100 * self.correct[name] / self.count[name], 2) if self.count[name] else None
-            out[f"{name}_predictions"] = self.count[name]
-        if self.codes is not None:
-            usage = dictionary_usage(self.codes)
-            out["dictionary_in_use"] = usage["entries_in_use"]
-            out["dictionary_perplexity"] = usage["perplexity"]
-        return out
-
-
-def _loader(data: CaptionPairs, split: str, batch_size: int, shuffle: bool, generator: torch.Generator,
-            num_workers: int) -> DataLoader:
-    # Sampling (ITM negatives, MLM masks) happens in collate with the split's generator; with worker processes
-    # each worker would hold its own copy, so the draws stay reproducible but differ from num_workers=0.
-    return DataLoader(list(range(len(data.examples(split)))), batch_size=batch_size, shuffle=shuffle,
-                      generator=generator, num_workers=num_workers,
-                      collate_fn=lambda indices: data.collate(split, indices, generator))
-
-
 def _generators(model: nn.Module, data_generator: torch.Generator) -> dict[str, torch.Generator]:
     """Every generator pre-training draws from besides the data order's, by name (for resume points)."""
     encoder = model.visual_encoder
@@ -95,38 +54,22 @@ def _generators(model: nn.Module, data_generator: torch.Generator) -> dict[str, 
     return {name: g for name, g in found.items() if isinstance(g, torch.Generator) and g is not data_generator}
 
 
-def _dictionary(model: nn.Module) -> VisualDictionary | None:
-    found = getattr(model.visual_encoder, "dictionary", None)
-    return found if isinstance(found, VisualDictionary) else None
+# Streams that differ per rank under torchrun (see _seed_rank_streams); the dictionary's is shared on purpose.
+_RANK_STREAMS = ("collate", "pixel_sample", "mvm", "dropout")
 
 
-@torch.no_grad()
-def evaluate_pretraining(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, config: PretrainConfig,
-                         device: torch.device, seed: int, split: str = "val", progress: bool = True) -> dict[str, Any]:
-    """Objective losses and accuracies on ``split``; the same masks and negatives on every call (fixed seed).
-
-    Eval mode: every pixel token enters (no sampling) and the dictionary is not updated; MVM masking stays on
-    when the run uses MVM, drawn from the same fixed seed.
-    """
-    model.eval()
-    heads.eval()
-    generator = torch.Generator().manual_seed(seed)
-    encoder = model.visual_encoder
-    saved = getattr(encoder, "mvm_generator", None)
-    if hasattr(encoder, "mvm_generator"):
-        encoder.mvm_generator = torch.Generator().manual_seed(seed + 1)
-    meter = ObjectiveMeter(_dictionary(model))
-    try:
-        loader = _loader(data, split, config.eval_batch_size, False, generator, 0)
-        for batch in tqdm(loader, desc=f"pretrain {split}", disable=not progress, leave=False, unit="batch"):
-            batch = to_device(batch, device)
-            with autocast(device):
-                results, visual = pretraining_step(model, heads, batch)
-            meter.add(results, visual)
-    finally:
-        if hasattr(encoder, "mvm_generator"):
-            encoder.mvm_generator = saved
-    return meter.summary()
+def _seed_rank_streams(shared: torch.Generator, collate: torch.Generator,
+                       generators: dict[str, torch.Generator]) -> None:
+    """Several processes, at every epoch start: from one value drawn from the shared data generator (identical on
+    every rank), give each rank its own MLM masks / ITM negatives, pixel samples, MVM masks and dropout, so the
+    ranks' different examples are not all masked alike. Re-derived per epoch, a resumed epoch draws the same.
+    The dictionary's generator stays shared: its re-seeding must agree on every rank."""
+    base = int(torch.randint(2**62, (1,), generator=shared))
+    collate.manual_seed(rank_seed(base, _RANK_STREAMS.index("collate")))
+    for name in ("pixel_sample", "mvm"):
+        if name in generators:
+            generators[name].manual_seed(rank_seed(base, _RANK_STREAMS.index(name)))
+    torch.manual_seed(rank_seed(base, _RANK_STREAMS.index("dropout")))
 
 
 def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, config: PretrainConfig,
@@ -136,8 +79,19 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
     """Pre-train ``model`` with ``heads`` on the train split; validate and call ``on_epoch`` after each epoch.
 
     ``resume`` keeps a resume point at every epoch's end (pre-training resumes at epoch granularity: a killed
-    run loses at most the epoch in progress); with ``resuming`` it first continues from it."""
-    loader = _loader(data, "train", config.batch_size, True, generator, config.num_workers)
+    run loses at most the epoch in progress); with ``resuming`` it first continues from it. Under torchrun every
+    rank calls this; only rank 0 writes the resume point (``on_epoch`` is called on every rank)."""
+    several = world_size() > 1
+    indices = list(range(len(data.examples("train"))))
+    # One process: shuffle and batch sampling (ITM negatives, MLM masks) draw from one generator, as always.
+    # Several: the shuffle is shared (same seed everywhere), the sampling is each rank's own.
+    collate_generator = torch.Generator() if several else generator
+    sampler = shuffled_sampler(indices, generator)
+    # Sampling happens in collate; with worker processes each worker holds its own copy of the generator, so the
+    # draws stay reproducible but differ from num_workers=0.
+    loader = DataLoader(indices, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
+                        generator=None if several else generator,
+                        collate_fn=lambda batch: data.collate("train", batch, collate_generator))
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     optim_config = config.optimizer_config()
     # One container: the MLM decoder is tied to the word embeddings, and named_parameters() of a single module
@@ -146,7 +100,12 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
     optimizers = build_optimizers({"pretrain": both}, cnn, optim_config)
     schedulers = [warmup_linear_decay(opt, steps_per_epoch * config.epochs, config.warmup_ratio) for opt in optimizers]
     params = [p for p in both.parameters() if p.requires_grad]
-    dictionary = _dictionary(model)
+    dictionary = model_dictionary(model)
+    objective: nn.Module = PretrainingObjective(model, heads)
+    if several:
+        # A batch with no masked token (or no MVM cell) leaves that head without a gradient on this rank only.
+        objective = data_parallel(objective, find_unused_parameters=True)
+    writes_resume = resume is not None and is_main()
 
     result = PretrainResult()
     first_epoch = 1
@@ -163,17 +122,21 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
     for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         heads.train()
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        if several:
+            _seed_rank_streams(generator, collate_generator, generators)
         if dictionary is not None:
             dictionary.set_epoch(epoch)
-        meter = ObjectiveMeter(dictionary)
+        meter = ObjectiveMeter(dictionary.size if dictionary is not None else None)
         start = time.perf_counter()
         seen = 0
-        bar = tqdm(loader, desc=f"pretrain {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch")
+        bar = tqdm(loader, desc=f"pretrain {epoch}/{config.epochs}", disable=not (progress and is_main()),
+                   leave=False, unit="batch")
         for index, batch in enumerate(bar):
             batch = to_device(batch, device)
             with autocast(device):
-                results, visual = pretraining_step(model, heads, batch)
-            loss = sum(out.loss for out in results.values())
+                loss, results, visual = objective(batch)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"pre-training loss became {loss.item()} at epoch {epoch}, step {result.steps}; "
                                     "stopped (the last epoch's checkpoint is kept). Try a lower --lr.")
@@ -187,17 +150,19 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
         bar.close()
         seconds = time.perf_counter() - start
         result.wall_seconds += seconds
+        seen *= world_size()  # every rank trained on as many (the distributed sampler pads evenly)
         result.samples += seen
         record: dict[str, Any] = {"epoch": epoch, "seconds": round(seconds, 3), "samples_per_second":
-                                  round(seen / max(seconds, 1e-9), 2), "train": meter.summary()}
+                                  round(seen / max(seconds, 1e-9), 2), "train": meter.gathered().summary()}
         if dictionary is not None:
             record["dictionary_momentum"] = dictionary.momentum
             record["dictionary_reseeded_total"] = dictionary.reseeded
+        sync_buffers(both)  # rank 0's BatchNorm statistics everywhere; the dictionary is checked, not copied
         record["val"] = evaluate_pretraining(model, heads, data, config, device, seed, progress=progress)
         result.history.append(record)
         if on_epoch is not None:
             on_epoch(epoch, record)
-        if resume is not None and epoch < config.epochs:
+        if writes_resume and epoch < config.epochs:
             resume.save(model, heads, optimizers, schedulers, Position(
                 epoch=epoch + 1, batches_done=0, epoch_generator_state=generator.get_state(), running_loss=0.0,
                 seen=0, epoch_seconds=0.0, train_seconds=result.wall_seconds, result=result.to_dict(),

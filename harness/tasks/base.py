@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from harness.batches import ImageTensors, TextBatcher
+from harness.data.compact import worker_shared
 from harness.data.spec import DatasetSpec
 from harness.errors import VlbenchError
 from harness.training.config import TrainConfig
@@ -53,21 +54,22 @@ class Task(ABC):
         self.limit = limit
         """Keep only the first ``limit`` examples (retrieval: images) of every split: quick checks, CI subsets.
         The split fingerprints cover exactly what was used, so such runs never compare with full ones."""
-        self._examples: dict[str, list] = {}
+        self._examples: dict[str, Sequence] = {}
         self.restore_state(state or {})
 
     @classmethod
     def accepted_spec_tasks(cls) -> tuple[str, ...]:
         return (cls.name,)
 
-    def examples(self, split: str) -> list:
+    def examples(self, split: str) -> Sequence:
         if split not in self._examples:
             if split not in self.spec.splits:
                 raise VlbenchError(f"{self.spec.path}: no split {split!r} (has: {', '.join(self.spec.splits)})")
             examples = self.load_split(split)
-            self._examples[split] = examples[: self.limit] if self.limit else examples
-            if not self._examples[split]:
+            examples = examples[: self.limit] if self.limit else examples
+            if not examples:
                 raise VlbenchError(f"{self.spec.path}: split {split!r} is empty")
+            self._examples[split] = worker_shared(examples, split, self.config.num_workers)
         return self._examples[split]
 
     # --- data -------------------------------------------------------------------------------------------

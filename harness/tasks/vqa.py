@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from harness.batches import soft_target_tensor
 from harness.data.answers import build_answer_vocab, soft_target
+from harness.data.compact import worker_shared
 from harness.data.fingerprint import vqa_fingerprint
 from harness.data.vqa import VqaExample, load_vqa_split
 from harness.distributed import gather_concat, is_main, shard
@@ -57,7 +58,8 @@ class VqaTask(Task):
         if any(e.answers is None for e in train):
             raise VlbenchError(f"{self.spec.path}: the train split has no annotations")
         self.restore_state({"answers": build_answer_vocab(train, min_count=self.config.answer_min_count)})
-        self._targets = [soft_target(e.answers, self.answer_index) for e in train]
+        self._targets = worker_shared([soft_target(e.answers, self.answer_index) for e in train], "train",
+                                      self.config.num_workers)
 
     def summary(self, split: str) -> dict[str, Any]:
         examples = self.examples(split)

@@ -15,12 +15,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler, Sampler
 from tqdm import tqdm
 
 from harness.batches import to_device
-from harness.distributed import is_main, rank, world_size
+from harness.distributed import data_parallel, is_main, rank, sync_buffers, world_size
 from harness.errors import VlbenchError
 from harness.tasks.base import Evaluation, Task
 from harness.training.config import TrainConfig
@@ -96,6 +95,16 @@ class _Boundary:
     rng: RngSnapshot | None
 
 
+def shuffled_sampler(indices: list[int], generator: torch.Generator) -> Sampler[int]:
+    """The training order: one process draws it from ``generator``; under torchrun each rank takes every
+    world_size-th example of one shared shuffle (a seed drawn from ``generator``, identical on every rank), so the
+    effective batch is batch_size x world_size."""
+    if world_size() > 1:
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        return DistributedSampler(indices, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed)
+    return RandomSampler(indices, generator=generator)
+
+
 def train(
     model: nn.Module,
     head: nn.Module,
@@ -118,14 +127,7 @@ def train(
     ``resuming`` training first continues from it.
     """
     indices = list(range(task.train_size()))
-    sampler: Sampler[int]
-    if world_size() > 1:
-        # Each rank takes every world_size-th example of one shared shuffle (same seed on every rank); the
-        # effective batch is batch_size x world_size.
-        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-        sampler = DistributedSampler(indices, num_replicas=world_size(), rank=rank(), shuffle=True, seed=seed)
-    else:
-        sampler = RandomSampler(indices, generator=generator)
+    sampler = shuffled_sampler(indices, generator)
     # The order of DataLoader(shuffle=True, generator=generator), with batches a resumed epoch can skip unread.
     batch_sampler = SkippingBatchSampler(sampler, config.batch_size)
     loader = DataLoader(
@@ -135,7 +137,7 @@ def train(
     )
     objective: nn.Module = TrainingObjective(model, head, task)
     if world_size() > 1:
-        objective = DistributedDataParallel(objective)
+        objective = data_parallel(objective)
     progress = progress and is_main()
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
@@ -223,6 +225,7 @@ def train(
         record: dict[str, Any] = {"epoch": epoch, "loss": running / max(seen, 1), "seconds": round(epoch_seconds, 3)}
 
         if epoch % config.eval_every == 0 or epoch == config.epochs:
+            sync_buffers(model)  # every rank scores its shard with the BatchNorm statistics the checkpoint keeps
             with phases("evaluate"):
                 evaluation = task.evaluate(model, head, "val", device, progress=progress)
             value = evaluation.metrics[task.selection_metric] if evaluation.metrics else None

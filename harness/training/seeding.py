@@ -16,3 +16,10 @@ def seed_everything(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def derived_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (a base seed, a rank, a batch index, a stream number): distinct
+    tuples give independent streams, where ``seed + i`` would make stream i of one thing stream i - 1 of another."""
+    state = np.random.SeedSequence([p % 2**63 for p in parts]).generate_state(1, np.uint64)[0]
+    return int(state >> np.uint64(1))

@@ -4,10 +4,15 @@
   to ``v`` unchanged (straight-through: ``v + sg[d - v]``), so the CNN still learns end to end.
 - Update (training mode only, no gradients): each entry is the moving average of the features mapped to it,
   ``d_j <- m d_j + (1 - m) mean(v : f(v) = j)``, kept as moving sums and counts with Laplace smoothing as in the
-  authors' release. With a ``torch.distributed`` process group the per-batch counts and sums are summed over
-  processes and the resulting entries averaged, so every replica holds the same dictionary.
+  authors' release.
 - Dead-entry guard: an entry no feature chose for ``dead_after`` consecutive updates is re-seeded from a random
   current feature (a randomly initialised codebook otherwise keeps most entries unused forever).
+- Several processes (torchrun): each rank sees different features, yet every rank must hold the same dictionary.
+  The per-entry feature counts and sums are all-reduced before the moving-average step, so every rank applies the
+  update of the global batch; dead entries follow from those global counts, and their new values are features
+  of the global batch at positions drawn on rank 0 (each rank contributes the rows it holds). The result is the
+  1-process update on all ranks' features concatenated in rank order (up to the order of float sums), on every
+  rank bit for bit. ``replicated_buffers`` tells the training loop to check, not overwrite, these buffers.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ def dictionary_usage(counts: Tensor) -> dict[str, float]:
 
 class VisualDictionary(nn.Module):
     """A ``config.size`` x ``dim`` codebook. ``forward(x [M, dim]) -> (quantized [M, dim], codes [M])``."""
+
+    replicated_buffers = True
+    """Kept identical on every rank by the update's own collectives (see harness.distributed.sync_buffers)."""
 
     def __init__(self, config: DictionaryConfig, dim: int) -> None:
         super().__init__()
@@ -80,12 +88,15 @@ class VisualDictionary(nn.Module):
 
     @torch.no_grad()
     def update(self, x: Tensor, codes: Tensor) -> None:
-        """One moving-average step from features ``x`` [M, dim] assigned to ``codes`` [M]."""
+        """One moving-average step from features ``x`` [M, dim] assigned to ``codes`` [M] (this rank's share of
+        the global batch when a process group is running)."""
         x = x.float()
         counts = torch.bincount(codes, minlength=self.size).float()
         sums = torch.zeros_like(self.embed).index_add_(0, codes, x)
         if _distributed():
-            dist.all_reduce(counts)  # the global batch's statistics, identical on every process
+            # The global batch's statistics, identical on every rank: the averaging over ranks happens here,
+            # explicitly, not through DDP's broadcast of rank 0's buffers.
+            dist.all_reduce(counts)
             dist.all_reduce(sums)
         m = self.momentum
         self.cluster_size.mul_(m).add_(counts, alpha=1 - m)
@@ -97,21 +108,36 @@ class VisualDictionary(nn.Module):
         self.embed.copy_(self.embed_sum / smoothed.clamp_min(eps)[:, None])
         self.idle_updates.add_(1).masked_fill_(counts > 0, 0)
         self._reseed_dead(x)
-        if _distributed():
-            # Re-seeding drew local features; averaging keeps the replicas identical.
-            world = dist.get_world_size()
-            for buffer in (self.embed, self.embed_sum, self.cluster_size):
-                dist.all_reduce(buffer.div_(world))
 
     def _reseed_dead(self, x: Tensor) -> None:
+        # ``dead`` comes from the all-reduced counts, so every rank takes this branch (and its collectives) alike.
         dead = (self.idle_updates >= self.config.dead_after).nonzero().flatten()
-        if dead.numel() == 0 or x.shape[0] == 0:
+        if dead.numel() == 0:
             return
-        pick = torch.randint(x.shape[0], (dead.numel(),), generator=self.generator,
-                             device=self.generator.device if self.generator is not None else x.device).to(x.device)
-        self.embed[dead] = x[pick]
+        local = x.shape[0]
+        offset, total = 0, local
+        if _distributed():
+            sizes = [torch.zeros(1, dtype=torch.long, device=x.device) for _ in range(dist.get_world_size())]
+            dist.all_gather(sizes, torch.tensor([local], dtype=torch.long, device=x.device))
+            counts = [int(s) for s in sizes]
+            offset, total = sum(counts[:dist.get_rank()]), sum(counts)
+        if total == 0:
+            return
+        device = self.generator.device if self.generator is not None else x.device
+        # Positions in the global batch (all ranks' features in rank order). Every rank draws, so the generators
+        # stay in step; rank 0's draw is the one used, so a rank whose generator differs cannot diverge.
+        pick = torch.randint(total, (dead.numel(),), generator=self.generator, device=device).to(x.device)
+        if _distributed():
+            dist.broadcast(pick, src=0)
+            mine = (pick >= offset) & (pick < offset + local)
+            rows = torch.zeros(dead.numel(), self.dim, device=x.device)
+            rows[mine] = x[pick[mine] - offset]
+            dist.all_reduce(rows)  # one rank holds each row, the others add zeros: exact
+        else:
+            rows = x[pick]
+        self.embed[dead] = rows
         # As if one feature had just been mapped there, so the next update keeps the new entry.
-        self.embed_sum[dead] = x[pick]
+        self.embed_sum[dead] = rows
         self.cluster_size[dead] = 1.0
         self.idle_updates[dead] = 0
         self.reseeded += int(dead.numel())
