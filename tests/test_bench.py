@@ -17,6 +17,7 @@ from harness.bench.flops import MatmulProbe, count_flops
 from harness.bench.report import CONTRACT_KEYS
 from harness.bench.timing import TimingStats, percentile, time_call
 from harness.cli.main import cli
+from harness.training.precision import cpu_has_native_bf16
 
 FAST = ["--batch-size", "4", "--warmup", "1", "--repeats", "2", "--train-steps", "1", "--no-progress"]
 
@@ -55,12 +56,20 @@ def test_timing_statistics() -> None:
     assert len(samples) == 3 and len(calls) == 5 and all(s >= 0 for s in samples)
 
 
-def test_matmul_peak_is_measured() -> None:
-    probe = MatmulProbe(torch.device("cpu"), size=128)
+@pytest.mark.parametrize("precision, dtype", [("fp32", "float32"), ("bf16", "bfloat16")])
+def test_matmul_peak_is_measured_in_the_runs_precision(precision: str, dtype: str) -> None:
+    from harness.training import precision as precision_module
+
+    saved = precision_module._chosen
+    try:
+        precision_module.use_precision(precision, torch.device("cpu"))
+        probe = MatmulProbe(torch.device("cpu"), size=128)
+    finally:
+        precision_module._chosen = saved
     probe.warm(3)
     record = probe.record()
     assert record["flops_per_second"] >= record["median_flops_per_second"] > 0
-    assert record["dtype"] == "float32" and record["size"] == 128 and record["repeats"] == 3
+    assert record["dtype"] == dtype and record["size"] == 128 and record["repeats"] == 3
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -80,7 +89,8 @@ def test_bench_json_has_the_contract_keys(pixel_bench: dict) -> None:
     for key in CONTRACT_KEYS:
         assert key in pixel_bench, key
     assert pixel_bench["model"] == "pixelbert" and pixel_bench["task"] == "vqa" and pixel_bench["batch_size"] == 4
-    assert pixel_bench["precision"] == "fp32" and pixel_bench["device"]["type"] == "cpu"
+    auto = "bf16-autocast" if cpu_has_native_bf16() else "fp32"  # --precision auto on this CPU
+    assert pixel_bench["precision"] == auto and pixel_bench["device"]["type"] == "cpu"
     assert pixel_bench["env"]["packages"]["torch"] == torch.__version__.split("+")[0] or \
         pixel_bench["env"]["packages"]["torch"]
     inference = pixel_bench["inference"]

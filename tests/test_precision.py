@@ -16,13 +16,6 @@ from harness.training import precision
 from harness.training.precision import autocast, resolve_precision, use_precision
 
 
-@pytest.fixture(autouse=True)
-def _restore_choice():
-    saved = precision._chosen
-    yield
-    precision._chosen = saved
-
-
 def test_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16_only(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("auto", cuda) == "bf16"

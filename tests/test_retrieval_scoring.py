@@ -12,11 +12,13 @@ from harness.data.spec import load_spec
 from harness.models import build_model, model_setup
 from harness.tasks.retrieval import RetrievalTask, match_score
 from harness.training.config import TrainConfig
+from harness.training.precision import use_precision
 from pixelbert.heads import ItmHead
 from pixelbert.tokenizer import load_tokenizer
 
 
 def test_length_batched_score_matrix_matches_pair_by_pair_scores(world: Path) -> None:
+    use_precision("fp32", torch.device("cpu"))  # batching must not change a score; compare in one precision
     torch.manual_seed(0)
     setup = model_setup("pixelbert", "tiny")
     model = build_model(setup).eval()
