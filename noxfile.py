@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, demo, ablation, benchmarks.
+"""nox sessions: tests, lint, demo, comparison, ablation, benchmarks.
 
 Sessions run in the active Python environment (``venv_backend="none"``): torch is several GB, and the
 machines this project targets serve it from local disk to the system pip. Install once with
@@ -29,6 +29,22 @@ def demo(session: nox.Session) -> None:
     """The main job on the embedded world: Pixel-BERT and the text-only floor on NLVR2, then scored."""
     for model in ("pixelbert", "textonly"):
         session.run("vlbench", "run", "--model", model, "--task", "nlvr2", "--run-dir", f"results/demo/{model}-nlvr2")
+
+
+@nox.session(venv_backend="none")
+def comparison(session: nox.Session) -> None:
+    """The headline comparison: pixelbert, soho, grid, region and textonly on VQA, NLVR2 and retrieval, seeds 1-3,
+    tiny preset, plus one side-by-side `vlbench bench`, then `vlbench compare` into results/comparison/report.
+    45 runs: on a 2-core CPU several hours; on one GPU with 16 cores, run them as parallel processes (see
+    docs/results/README.md). Extra arguments go to every `vlbench run`, e.g. ``-- --device cuda``."""
+    root = "results/comparison"
+    for task in ("vqa", "nlvr2", "retrieval"):
+        for model in ("pixelbert", "soho", "grid", "region", "textonly"):
+            session.run("vlbench", "run", "--model", model, "--task", task, "--seeds", "1,2,3", "--no-progress",
+                        "--run-dir", f"{root}/{model}-{task}", *session.posargs)
+    session.run("vlbench", "bench", "--model", "region", "--compare", "pixelbert,soho,grid", "--task", "vqa",
+                "--run-dir", f"{root}/bench", "--no-progress")
+    session.run("vlbench", "compare", root, "--out", f"{root}/report")
 
 
 @nox.session(venv_backend="none")
