@@ -263,11 +263,11 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
     device = resolve_device(device_name)
     use_precision(precision, device)
     distributed.setup(device)
+    prepare_run_dir(run_dir, overwrite)  # before any slow work (generating the embedded world): fail fast
     spec = distributed.main_first(lambda: resolve_spec(data, task_name, progress))
     wanted = list(splits) if splits else _present(spec, EVAL_SPLITS)
     if not wanted:
         raise VlbenchError(f"{spec.path}: no val or test split to evaluate (name one with --split)")
-    prepare_run_dir(run_dir, overwrite)
     seed_everything(int(meta.get("seed", 0)))
     config = ModelSetup.from_dict(meta["model_config"])
     train_config = TrainConfig.from_dict(meta["train_config"])

@@ -189,6 +189,17 @@ def test_run_refuses_to_overwrite_a_run(vqa_run: Path, world: Path) -> None:
     assert (vqa_run / "run.json").read_bytes() == before
 
 
+def test_eval_refuses_an_existing_run_dir_before_generating_the_world(vqa_run: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --data means the embedded world, generated on first use (seconds to minutes): a run directory that is
+    already taken is reported first."""
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path / "empty-cache"))
+    code, output = invoke("eval", "--checkpoint", vqa_run / "checkpoint.safetensors", "--task", "vqa",
+                          "--run-dir", vqa_run)
+    assert code == 2 and "already holds a run" in output
+    assert not (tmp_path / "empty-cache").exists()
+
+
 def test_eval_refuses_a_checkpoint_of_another_task(vqa_run: Path, world: Path, tmp_path: Path) -> None:
     code, output = invoke("eval", "--checkpoint", vqa_run / "checkpoint.safetensors", "--task", "nlvr2",
                           "--data", world / "nlvr2.yaml", "--run-dir", tmp_path / "x")
