@@ -164,6 +164,14 @@ def test_bad_input_is_a_one_line_error(world: Path, tmp_path: Path, args: list[s
     assert not (tmp_path / "bench.json").exists()
 
 
+def test_textonly_in_compare_is_skipped_with_a_note_not_an_error() -> None:
+    from harness.bench.run import models_to_time
+
+    names, notes = models_to_time("region", ["pixelbert", "textonly", "region", "grid"])
+    assert names == ["region", "pixelbert", "grid"] and notes == ["textonly skipped: it has no visual encoder to time"]
+    assert models_to_time("pixelbert", ["soho"]) == (["pixelbert", "soho"], [])
+
+
 def test_checkpoint_of_another_model_is_refused(world: Path, tmp_path: Path) -> None:
     from harness.checkpoints import save_checkpoint
 

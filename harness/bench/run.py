@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,13 +48,24 @@ class BenchOptions:
     progress: bool = True
 
 
-def run_bench(options: BenchOptions) -> dict[str, Any]:
+def models_to_time(model: str, compare: list[str]) -> tuple[list[str], list[str]]:
+    """The models a bench times (``model`` first, duplicates dropped) and notes on what it leaves out: textonly
+    has no visual pipeline to time, so as ``--model`` it is an error and in ``--compare`` it is skipped (a sweep
+    over every model name should not lose its run to it)."""
     load_all_models()
-    names = list(dict.fromkeys([options.model, *options.compare]))
+    names = list(dict.fromkeys([model, *compare]))
     for name in names:
         MODELS.get(name)  # unknown names -> one-line error listing the known ones
-    if "textonly" in names:
+    if model == "textonly":
         raise VlbenchError("textonly has no visual encoder to benchmark; compare pixelbert, soho, grid or region")
+    notes = ["textonly skipped: it has no visual encoder to time"] if "textonly" in names else []
+    return [n for n in names if n != "textonly"], notes
+
+
+def run_bench(options: BenchOptions) -> dict[str, Any]:
+    names, notes = models_to_time(options.model, options.compare)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if options.checkpoint is not None and len(names) > 1:
         raise VlbenchError("--checkpoint belongs to one model; it cannot be combined with --compare")
     if min(options.batch_size, options.repeats, options.train_steps) < 1 or options.warmup < 0:
