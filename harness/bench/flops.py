@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.bench.timing import TimingStats, time_call
-from harness.training.precision import precision_name
+from harness.training.precision import uses_bf16
 
 # What FlopCounterMode has no formula for, and so leaves out of every count here.
 NOT_COUNTED = ("element-wise ops (normalisation, activations, softmax, residual adds, dropout), pooling, "
@@ -55,7 +55,7 @@ class MatmulProbe:
         cuda = device.type == "cuda"
         self.device = device
         self.size = size or (8192 if cuda else 2048)
-        self.dtype = torch.bfloat16 if precision_name(device) == "bf16-autocast" else torch.float32
+        self.dtype = torch.bfloat16 if uses_bf16(device) else torch.float32
         self._a = torch.randn(self.size, self.size, device=device, dtype=self.dtype)
         self._b = torch.randn(self.size, self.size, device=device, dtype=self.dtype)
         self._out = torch.empty(self.size, self.size, device=device, dtype=self.dtype)

@@ -91,16 +91,16 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
-def read_bench(path: Path, model: str | None = None) -> BenchInfo:
+def read_bench(path: Path, model: str | None = None, raw: Any = None) -> BenchInfo:
     """The headline numbers of a ``vlbench bench`` file (its layout: ``harness/bench/report.py``) for ``model``:
     the ``--model`` results at the top level by default, or one of the ``--compare`` models measured beside it
-    (``models.NAME``, same device, batch and precision).
+    (``models.NAME``, same device, batch and precision). ``raw``: the file's parsed content, if already read.
 
     One NLVR2 sample is two images, so ms per image divides by the task's images per sample. ``bench`` always
     runs a region model's detector live (never the feature cache), so ``detector_counted`` is True for detector
     encoders and None where there is no detector.
     """
-    raw = read_json(path)
+    raw = read_json(path) if raw is None else raw
     if not isinstance(raw, dict):
         raise VlbenchError(f"{path}: expected a JSON object")
     if not isinstance(raw.get("inference"), dict):
@@ -130,13 +130,12 @@ def read_bench(path: Path, model: str | None = None) -> BenchInfo:
     )
 
 
-def bench_models(path: Path) -> list[str]:
+def bench_models(bench: BenchInfo) -> list[str]:
     """Every model a bench file measured: its ``--model`` first, then the ``--compare`` models."""
-    raw = read_json(path)
-    main = raw.get("model") if isinstance(raw, dict) else None
+    main = bench.raw.get("model")
     if not isinstance(main, str):
-        raise VlbenchError(f"{path}: does not name its model")
-    others = raw.get("models") if isinstance(raw.get("models"), dict) else {}
+        raise VlbenchError(f"{bench.path}: does not name its model")
+    others = bench.raw.get("models") if isinstance(bench.raw.get("models"), dict) else {}
     return [main, *(m for m in others if m != main)]
 
 
@@ -189,9 +188,9 @@ def collect(paths: list[Path]) -> Collection:
         if not (directory / "run.json").is_file():
             assert bench is not None
             task = _dig(bench.raw, "task")
-            for model in bench_models(bench.path):  # `bench --compare` measured several side by side
+            for model in bench_models(bench):  # `bench --compare` measured several side by side
                 result.benches.append((model, task if isinstance(task, str) else None,
-                                       read_bench(bench.path, model)))
+                                       read_bench(bench.path, model, raw=bench.raw)))
             continue
         record = _read_run(directory)
         if record.get("kind") == "pretrain":

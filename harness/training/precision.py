@@ -54,11 +54,16 @@ def _effective(device: torch.device) -> str:
     return _chosen if _chosen is not None else resolve_precision("auto", device)
 
 
+def uses_bf16(device: torch.device) -> bool:
+    """Whether this process runs ``device``'s matrix products under bf16 autocast."""
+    return _effective(device) == "bf16" and device.type in ("cuda", "cpu")
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    if _effective(device) == "bf16" and device.type in ("cuda", "cpu"):
+    if uses_bf16(device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def precision_name(device: torch.device) -> str:
-    return "bf16-autocast" if _effective(device) == "bf16" else "fp32"
+    return "bf16-autocast" if uses_bf16(device) else "fp32"
