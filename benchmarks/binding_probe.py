@@ -1,0 +1,144 @@
+"""Can the model bind a word to what it sees? The yes/no probe behind NLVR2's chance accuracy at the tiny scale.
+
+    python benchmarks/binding_probe.py --mode fixed          # "there is a red object." every time
+    python benchmarks/binding_probe.py --mode word           # the colour word changes per example
+    python benchmarks/binding_probe.py --mode word --init RUN/checkpoint.safetensors
+
+Each example is one image of the embedded world's NLVR2 split with the text "there is a {colour} object."
+and the label "that colour is in the image" (from the world's scene records; half true, half false). The
+model is the tiny preset's Pixel-BERT with an ITM-style head on pooled [CLS], trained with AdamW like `run`.
+
+- ``fixed``: the colour never changes, so the text carries nothing and this is plain image classification.
+- ``word``: the answer depends on *which* colour word the text names: the model must match a word to pixels.
+  At initialisation the output depends on neither factor's product, so a balanced yes/no gives no first-order
+  gradient towards it (the same holds for NLVR2 statements, ITM, and VQA's yes/no questions).
+
+Prints validation accuracy every ``--eval-every`` steps and a JSON line at the end. Not a pytest file: a few
+minutes of CPU. Results and what they mean: README, "What was tried for NLVR2".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from harness.batches import ImageTensors, TextBatcher
+from harness.checkpoints import load_checkpoint
+from harness.models import build_model, load_pretrained_parts, model_setup
+from harness.training.precision import autocast, precision_name, use_precision
+from harness.world.cache import default_world
+from harness.world.scene import COLOR_NAMES
+from pixelbert.heads import ItmHead, VqaHead
+from pixelbert.tokenizer import load_tokenizer
+
+
+def scene_images(world: Path, split: str) -> list[tuple[Path, frozenset[str]]]:
+    """Every NLVR2 image of ``split`` with the set of colours its scene contains."""
+    pairs = json.loads((world / "meta/scenes.json").read_text())["nlvr2_pairs"]
+    out = []
+    for prefix, pair in pairs.items():
+        if not prefix.startswith(f"{split}-"):
+            continue
+        set_id = int(prefix.split("-")[1])
+        folder = world / "nlvr2/images" / split / (str(set_id % 10) if split == "train" else "")
+        for side, key in (("img0", "left"), ("img1", "right")):
+            colours = frozenset(o["color"] for o in pair[key]["objects"])
+            out.append((folder / f"{prefix}-{side}.png", colours))
+    return out
+
+
+def make_examples(images: list[tuple[Path, frozenset[str]]], mode: str, rng: random.Random,
+                  template: str = "there is a {colour} object.") -> list[tuple[Path, str, bool]]:
+    """One (image, text, label) per image, labels balanced by construction."""
+    out = []
+    for path, colours in images:
+        want = rng.random() < 0.5
+        if mode == "fixed":
+            colour = "red"
+            if ("red" in colours) != want:
+                continue  # keep the fixed-colour set balanced too
+        else:
+            pool = sorted(colours) if want else sorted(set(COLOR_NAMES) - colours)
+            colour = rng.choice(pool)
+        out.append((path, template.format(colour=colour), want))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("fixed", "word"), default="word")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--init", type=Path, default=None, help="a vlbench checkpoint (pretrain or run)")
+    parser.add_argument("--text-init", type=Path, default=None, help="a local BERT-family folder")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    parser.add_argument("--text", default="there is a {colour} object.",
+                        help="the text, with {colour} where the colour word goes")
+    parser.add_argument("--head", choices=("itm", "mlp"), default="itm")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    device = torch.device("cpu")
+    use_precision(args.precision, device)
+    world = default_world()
+    rng = random.Random(args.seed)
+    train = make_examples(scene_images(world, "train"), args.mode, rng, args.text)
+    val = make_examples(scene_images(world, "val"), args.mode, random.Random(args.seed + 1), args.text)
+
+    setup = model_setup("pixelbert", "tiny", text_init=args.text_init)
+    model = build_model(setup)
+    load_pretrained_parts(model, setup)
+    if args.init is not None:
+        state, _ = load_checkpoint(args.init)  # a pretrain or run checkpoint: take the shared model's tensors
+        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    hidden = setup.transformer.hidden_size
+    # itm: one linear layer (the ITM head); mlp: Linear-GELU-LayerNorm-Linear, the classifier of the VQA and
+    # NLVR2 heads (a VqaHead with two outputs is exactly that)
+    head = ItmHead(hidden) if args.head == "itm" else VqaHead(hidden, 2, setup.transformer.layer_norm_eps)
+    optimizer = torch.optim.AdamW([*model.parameters(), *head.parameters()], lr=args.lr, weight_decay=0.01)
+    images = ImageTensors(setup.visual.image_size)
+    text = TextBatcher(load_tokenizer(), 40)
+
+    def logits(batch: list[tuple[Path, str, bool]]) -> torch.Tensor:
+        tokens = text([t for _, t, _ in batch])
+        with autocast(device):
+            pooled = model(tokens["input_ids"], tokens["attention_mask"], images.batch([p for p, _, _ in batch])).pooled
+        return head(pooled.float())
+
+    def accuracy() -> float:
+        model.eval()
+        with torch.no_grad():
+            predicted = torch.cat([logits(val[i:i + 256]).argmax(1) for i in range(0, len(val), 256)])
+        model.train()
+        return 100.0 * float((predicted == torch.tensor([int(y) for _, _, y in val])).float().mean())
+
+    curve = []
+    start = time.perf_counter()
+    model.train()
+    for step in range(1, args.steps + 1):
+        batch = rng.sample(train, args.batch_size)
+        loss = F.cross_entropy(logits(batch), torch.tensor([int(y) for _, _, y in batch]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % args.eval_every == 0 or step == args.steps:
+            curve.append((step, round(accuracy(), 1)))
+            print(f"step {step}: loss {loss.item():.4f}, val accuracy {curve[-1][1]} "
+                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+    print(json.dumps({"mode": args.mode, "text": args.text, "head": args.head, "init": str(args.init) if args.init else None,
+                      "text_init": str(args.text_init) if args.text_init else None, "lr": args.lr,
+                      "precision": precision_name(device), "train_examples": len(train), "val_examples": len(val),
+                      "val_accuracy_by_step": curve}))
+
+
+if __name__ == "__main__":
+    main()
