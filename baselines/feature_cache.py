@@ -138,56 +138,117 @@ def open_cache(path: Path, expect: dict[str, Any] | None = None, feature_dim: in
     return cache
 
 
-def write_cache(path: Path, stamp: dict[str, Any], images: Iterable[CachedImage], feature_dim: int,
-                extra_meta: dict[str, Any] | None = None) -> FeatureCache:
-    """Write a complete cache atomically (temporary folder, then rename over ``path``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ids, digests, offsets, feats, boxes = [], [], [0], [], []
-    seen: set[str] = set()
-    for item in images:
-        if item.image_id in seen:
-            raise VlbenchError(f"image id {item.image_id!r} appears twice in the features written to {path}")
-        seen.add(item.image_id)
-        f = np.asarray(item.features, dtype=np.float32)
+# A .npy file streamed row by row: the header is reserved at a fixed size first and rewritten with the final
+# shape at the end (format 1.0: magic, version, uint16 header length, a padded dict; total a multiple of 64).
+_NPY_HEADER_BYTES = 128
+
+
+def _npy_header(shape: tuple[int, int]) -> bytes:
+    text = repr({"descr": "<f4", "fortran_order": False, "shape": tuple(int(n) for n in shape)})
+    preamble = b"\x93NUMPY\x01\x00"
+    length = _NPY_HEADER_BYTES - len(preamble) - 2
+    if len(text) + 1 > length:
+        raise VlbenchError(f"region feature cache: shape {shape} does not fit the .npy header")
+    return preamble + length.to_bytes(2, "little") + (text.ljust(length - 1) + "\n").encode("ascii")
+
+
+class CacheWriter:
+    """Writes a cache image by image, straight to disk, so a whole dataset's features (VQA v2: 123k images x 36
+    boxes x 2048 floats, about 36 GB) never sit in memory; :meth:`finish` renames it into place atomically.
+
+    ``feature_dim`` None = take it from the first image that has boxes (imported features). Use as a context
+    manager, or call :meth:`abort` on failure, so the temporary folder goes away.
+    """
+
+    def __init__(self, path: Path, feature_dim: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.feature_dim = feature_dim
+        self.ids: list[str] = []
+        self.digests: list[str] = []
+        self.offsets = [0]
+        self._seen: set[str] = set()
+        self._temp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        self._features = open(self._temp / "features.npy", "wb")  # noqa: SIM115 - closed in finish/abort
+        self._boxes = open(self._temp / "boxes.npy", "wb")  # noqa: SIM115
+        for handle in (self._features, self._boxes):
+            handle.write(b"\0" * _NPY_HEADER_BYTES)
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def add(self, item: CachedImage) -> None:
+        if item.image_id in self._seen:
+            raise VlbenchError(f"image id {item.image_id!r} appears twice in the features written to {self.path}")
+        self._seen.add(item.image_id)
+        f = np.asarray(item.features, dtype=np.float32)  # float32: cached and live tokens agree exactly
+        if f.ndim == 2 and len(f) and self.feature_dim is None:
+            self.feature_dim = f.shape[1]
         if f.size == 0:
-            f = f.reshape(0, feature_dim)
-        if f.ndim != 2 or f.shape[1] != feature_dim:
+            f = f.reshape(0, self.feature_dim or 0)
+        if f.ndim != 2 or (len(f) and f.shape[1] != self.feature_dim):
             raise VlbenchError(f"image {item.image_id}: features of shape {tuple(f.shape)}, expected "
-                               f"[boxes, {feature_dim}]")
+                               f"[boxes, {self.feature_dim}]")
         b = np.asarray(item.boxes, dtype=np.float32).reshape(-1, 4)
         if len(b) != len(f):
             raise VlbenchError(f"image {item.image_id}: {len(f)} feature rows but {len(b)} boxes")
-        ids.append(item.image_id)
-        digests.append(item.digest)
-        feats.append(f)  # float32: cached and live tokens agree exactly
-        boxes.append(b)
-        offsets.append(offsets[-1] + len(f))
-    temp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        np.save(temp / "features.npy", np.concatenate(feats) if feats else np.zeros((0, feature_dim), np.float32))
-        np.save(temp / "boxes.npy", np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32))
-        np.save(temp / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-        write_json(temp / "ids.json", ids, indent=None)
-        write_json(temp / "digests.json", digests, indent=None)
-        write_json(temp / "meta.json", {"format": CACHE_FORMAT, "stamp": stamp, "stamp_hash": stamp_hash(stamp),
-                                        "feature_dim": feature_dim, "images": len(ids), "boxes": offsets[-1],
-                                        **(extra_meta or {})})
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.rename(path, old)
-            os.rename(temp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            try:
+        self._features.write(np.ascontiguousarray(f, dtype="<f4").tobytes())
+        self._boxes.write(np.ascontiguousarray(b, dtype="<f4").tobytes())
+        self.ids.append(item.image_id)
+        self.digests.append(item.digest)
+        self.offsets.append(self.offsets[-1] + len(f))
+
+    def finish(self, stamp: dict[str, Any], extra_meta: dict[str, Any] | None = None) -> FeatureCache:
+        """Complete the files and move the cache into place (replacing one already there)."""
+        if self.feature_dim is None:
+            self.abort()
+            raise VlbenchError(f"{self.path}: no features to write (every image has zero boxes)")
+        temp, path = self._temp, self.path
+        try:
+            for handle, width in ((self._features, self.feature_dim), (self._boxes, 4)):
+                handle.seek(0)
+                handle.write(_npy_header((self.offsets[-1], width)))
+                handle.close()
+            np.save(temp / "offsets.npy", np.asarray(self.offsets, dtype=np.int64))
+            write_json(temp / "ids.json", self.ids, indent=None)
+            write_json(temp / "digests.json", self.digests, indent=None)
+            write_json(temp / "meta.json", {"format": CACHE_FORMAT, "stamp": stamp, "stamp_hash": stamp_hash(stamp),
+                                            "feature_dim": self.feature_dim, "images": len(self.ids),
+                                            "boxes": self.offsets[-1], **(extra_meta or {})})
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}")
+                os.rename(path, old)
                 os.rename(temp, path)
-            except OSError:
-                if not (path / "meta.json").is_file():
-                    raise
-                # Another run filled the same cache meanwhile (two runs on one results root): keep its complete
-                # copy; the stamp check on open decides whether it is usable.
-                shutil.rmtree(temp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    return FeatureCache(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                try:
+                    os.rename(temp, path)
+                except OSError:
+                    if not (path / "meta.json").is_file():
+                        raise
+                    # Another run filled the same cache meanwhile (two runs on one results root): keep its
+                    # complete copy; the stamp check on open decides whether it is usable.
+                    shutil.rmtree(temp, ignore_errors=True)
+        except BaseException:
+            self.abort()
+            raise
+        return FeatureCache(path)
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        self._features.close()
+        self._boxes.close()
+        shutil.rmtree(self._temp, ignore_errors=True)
+
+
+def write_cache(path: Path, stamp: dict[str, Any], images: Iterable[CachedImage], feature_dim: int,
+                extra_meta: dict[str, Any] | None = None) -> FeatureCache:
+    """Write a complete cache atomically (temporary folder, then rename over ``path``), streaming ``images``."""
+    with CacheWriter(path, feature_dim) as writer:
+        for item in images:
+            writer.add(item)
+        return writer.finish(stamp, extra_meta)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from baselines.feature_cache import CachedImage, FeatureCache, write_cache
+from baselines.feature_cache import CachedImage, CacheWriter, FeatureCache
 from harness.errors import VlbenchError
 
 TSV_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
@@ -109,29 +109,24 @@ def read_npz_dir(folder: Path) -> Iterator[CachedImage]:
         yield CachedImage(image_id_of(file), x, _normalised(bbox, width, height, str(file)))
 
 
-def _collect(entries: Iterator[CachedImage], where: Path, progress: bool) -> tuple[list[CachedImage], int]:
-    items: list[CachedImage] = []
-    dim = None
-    for item in tqdm(entries, desc=f"import {where.name}", disable=not progress, unit="img"):
-        if item.features.shape[0]:
-            if dim is None:
-                dim = item.features.shape[1]
-            elif item.features.shape[1] != dim:
+def _import(entries: Iterator[CachedImage], where: Path, out: Path, kind: str, sources: list[Path],
+            progress: bool) -> FeatureCache:
+    """Stream ``entries`` into a cache at ``out`` (the official VQA v2 TSV is tens of GB: never all in memory)."""
+    with CacheWriter(out) as writer:
+        for item in tqdm(entries, desc=f"import {where.name}", disable=not progress, unit="img"):
+            dim = writer.feature_dim
+            if item.features.shape[0] and dim is not None and item.features.shape[1] != dim:
                 raise VlbenchError(f"{where}: image {item.image_id} has {item.features.shape[1]}-d features, "
                                    f"earlier images {dim}-d")
-        items.append(item)
-    if dim is None:
-        raise VlbenchError(f"{where}: no features to import")
-    items = [i if i.features.shape[0] else CachedImage(i.image_id, np.zeros((0, dim), np.float32), i.boxes)
-             for i in items]
-    return items, dim
+            writer.add(item)
+        if writer.feature_dim is None:
+            raise VlbenchError(f"{where}: no features to import")
+        return writer.finish(_source_stamp(kind, sources, writer.feature_dim))
 
 
 def import_tsv(path: Path, out: Path, progress: bool = True) -> FeatureCache:
-    items, dim = _collect(read_tsv(path), path, progress)
-    return write_cache(out, _source_stamp("tsv", [path], dim), items, dim)
+    return _import(read_tsv(path), path, out, "tsv", [path], progress)
 
 
 def import_npz(folder: Path, out: Path, progress: bool = True) -> FeatureCache:
-    items, dim = _collect(read_npz_dir(folder), folder, progress)
-    return write_cache(out, _source_stamp("npz", sorted(folder.rglob("*.npz")), dim), items, dim)
+    return _import(read_npz_dir(folder), folder, out, "npz", sorted(folder.rglob("*.npz")), progress)
