@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import shutil
 import sys
@@ -30,6 +31,7 @@ from baselines.coco_boxes import CocoBoxes, load_coco_boxes, split_boxes_file
 from baselines.detector import build_detector, evaluate_map, load_detector, save_detector, train_detector
 from baselines.feature_cache import (
     CachedImage,
+    CacheWriter,
     FeatureCache,
     open_cache,
     pixel_digest,
@@ -168,8 +170,8 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
 
     Under torchrun every rank calls this and extracts its own contiguous run of the batches one process would
     make; rank 0 merges the ranks' shards (see :func:`_assemble`) into the same cache, byte for byte, as one
-    process writes. The pixels are decoded batch by batch and not kept, so memory does not grow with the number
-    of images (their digests are)."""
+    process writes. The pixels are decoded batch by batch and not kept, and the features go to disk as they are
+    extracted, so memory does not grow with the number of images (their digests do)."""
     region = encoder.region
     old: FeatureCache | None = None
     stale = False
@@ -187,35 +189,40 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
     digests = dict(zip(paths, distributed.gather_concat(mine), strict=True))
     todo = [p for p in paths if old is None or image_id_of(p) not in old
             or old.digests[old.index[image_id_of(p)]] not in ("", digests[p])]
+    todo = list({image_id_of(p): p for p in todo}.values())  # one row per image id (the last file named so)
     gt = _gt_boxes(spec, images.image_size) if region.boxes == "gt" and todo else {}
-    new: dict[str, CachedImage] = {}
     fallback = 0
     encoder.detector.eval()
     device = next(encoder.detector.parameters()).device
     # The batches one process makes, whole: a batch's features may depend on its neighbours at float precision,
     # so sharding whole batches (not single images) is what keeps the cache identical to a 1-process one.
     batches = [todo[begin:begin + batch_size] for begin in range(0, len(todo), batch_size)]
+    # New rows go straight to disk, into this rank's shard of a staging folder beside the cache (a whole
+    # dataset's features, e.g. VQA v2's 200k images x 36 boxes x 1024 floats, do not fit in memory).
+    staging = cache_dir.parent / f".{cache_dir.name}.new-{distributed.broadcast_object(uuid.uuid4().hex)}"
     start = time.perf_counter()
-    for index in tqdm(distributed.shard_range(len(batches)), desc="extract regions", disable=not show, leave=False,
-                      unit="batch"):
-        chunk = batches[index]
-        pixels = np.stack([images.uint8(p).numpy() for p in chunk])
-        batch = torch.from_numpy(pixels).to(device).float().div_(255.0)
-        boxes = None
-        if region.boxes == "gt":
-            missing = [p for p in chunk if p not in gt]
-            if missing:
-                raise VlbenchError(f"--boxes gt: {missing[0]} has no entry in the spec's boxes files (NLVR2 images "
-                                   "have no annotations; use the detector's boxes)")
-            boxes = [gt[p] for p in chunk]
-        for p, r in zip(chunk, extract_regions(encoder.detector, batch, region, boxes)):
-            fallback += int(r.fallback)
-            new[image_id_of(p)] = CachedImage(image_id_of(p), r.features.cpu().numpy(), r.boxes.cpu().numpy(),
-                                              digests[p])
+    with CacheWriter(staging / f"rank{distributed.rank():05d}", region.representation_size) as shard:
+        for index in tqdm(distributed.shard_range(len(batches)), desc="extract regions", disable=not show,
+                          leave=False, unit="batch"):
+            chunk = batches[index]
+            pixels = np.stack([images.uint8(p).numpy() for p in chunk])
+            batch = torch.from_numpy(pixels).to(device).float().div_(255.0)
+            boxes = None
+            if region.boxes == "gt":
+                missing = [p for p in chunk if p not in gt]
+                if missing:
+                    raise VlbenchError(f"--boxes gt: {missing[0]} has no entry in the spec's boxes files (NLVR2 "
+                                       "images have no annotations; use the detector's boxes)")
+                boxes = [gt[p] for p in chunk]
+            for p, r in zip(chunk, extract_regions(encoder.detector, batch, region, boxes)):
+                fallback += int(r.fallback)
+                shard.add(CachedImage(image_id_of(p), r.features.cpu().numpy(), r.boxes.cpu().numpy(), digests[p]))
+        shard.finish(stamp)
     seconds = time.perf_counter() - start
     own = sum(len(batches[i]) for i in distributed.shard_range(len(batches)))
     by_rank = distributed.gather_concat([(own, seconds, fallback)])  # (images extracted, seconds, no-box images)
-    cache = _assemble(cache_dir, stamp, old, new, region.representation_size, write=bool(todo) or old is None)
+    cache = _assemble(cache_dir, stamp, old, staging, region.representation_size,
+                      write=bool(todo) or old is None)
     rows = {digests[p]: cache.index[image_id_of(p)] for p in paths}
     encoder.attach(cache, rows)
     counts = np.diff(cache.offsets)
@@ -227,40 +234,36 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
             "mean_boxes": round(float(counts.mean()), 2) if len(counts) else 0.0, "stamp_hash": stamp_hash(stamp)}
 
 
-def _assemble(cache_dir: Path, stamp: dict[str, Any], old: FeatureCache | None, new: dict[str, CachedImage],
+def _assemble(cache_dir: Path, stamp: dict[str, Any], old: FeatureCache | None, staging: Path,
               feature_dim: int, write: bool) -> FeatureCache:
     """The cache holding ``old``'s rows that were not re-extracted, then the new rows in extraction order.
 
-    One process writes it directly. Several: each rank writes its rows as a small cache of its own in a staging
-    folder beside ``cache_dir`` (on disk, not through a collective: a whole dataset's features can exceed what
-    one message carries), rank 0 merges them in rank order (the order one process extracts in) and writes the
-    cache atomically, then every rank opens it. The cache folder must therefore be on a filesystem every node
-    sees (``$VLBENCH_CACHE``), as the world and detector caches already must."""
-    if not write:
-        assert old is not None
-        return old
-    if distributed.world_size() == 1:
-        keep = [item for item in (old.items() if old is not None else []) if item.image_id not in new]
-        return write_cache(cache_dir, stamp, [*keep, *new.values()], feature_dim)
-    staging = cache_dir.parent / f".{cache_dir.name}.shards-{distributed.broadcast_object(uuid.uuid4().hex)}"
-    write_cache(staging / f"rank{distributed.rank():05d}", stamp, new.values(), feature_dim)
+    Every rank has written its new rows as a small cache of its own under ``staging`` (on disk, not through a
+    collective: a whole dataset's features can exceed what one message, or one machine's memory, holds). Rank 0
+    streams ``old``'s kept rows and the shards, in rank order (the order one process extracts in), into the cache
+    and renames it into place; then every rank opens it. The cache folder must therefore be on a filesystem every
+    node sees (``$VLBENCH_CACHE``), as the world and detector caches already must."""
     distributed.barrier()
     cache: FeatureCache | None = None
     if distributed.is_main():
         try:
-            merged: dict[str, CachedImage] = {}
-            for r in range(distributed.world_size()):
-                part = staging / f"rank{r:05d}"
-                if not (part / "meta.json").is_file():
-                    raise VlbenchError(f"{part}: rank {r}'s region features are not visible to rank 0; the cache "
-                                       "folder ($VLBENCH_CACHE) must be on a filesystem every node shares")
-                # A later rank's row for the same image id wins, in the first one's place, as in one process.
-                merged.update((item.image_id, item) for item in FeatureCache(part).items())
-            keep = [item for item in (old.items() if old is not None else []) if item.image_id not in merged]
-            cache = write_cache(cache_dir, stamp, [*keep, *merged.values()], feature_dim)
+            if write:
+                merged: dict[str, CachedImage] = {}  # memory-mapped rows: nothing is copied until written
+                for r in range(distributed.world_size()):
+                    part = staging / f"rank{r:05d}"
+                    if not (part / "meta.json").is_file():
+                        raise VlbenchError(f"{part}: rank {r}'s region features are not visible to rank 0; the "
+                                           "cache folder ($VLBENCH_CACHE) must be on a filesystem every node shares")
+                    # A later rank's row for the same image id wins, in the first one's place, as in one process.
+                    merged.update((item.image_id, item) for item in FeatureCache(part).items())
+                keep = (item for item in (old.items() if old is not None else []) if item.image_id not in merged)
+                cache = write_cache(cache_dir, stamp, itertools.chain(keep, merged.values()), feature_dim)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     distributed.barrier()
+    if not write:
+        assert old is not None
+        return old
     return cache if cache is not None else open_cache(cache_dir, expect=stamp)
 
 

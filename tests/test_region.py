@@ -157,6 +157,7 @@ def test_cache_serves_the_same_tokens_and_is_keyed_by_image_id(detector_file, wo
     cache = open_cache(tmp_path / "cache", expect=stamp)
     assert cache.ids == [image_id_of(p) for p in paths] == ["1", "2", "3", "4", "5", "6"]
     assert isinstance(cache.features, np.memmap)
+    assert [p.name for p in tmp_path.iterdir()] == ["cache"]  # the extraction's staging shards are gone
     before = encoder.live_images
     cached = encoder(images)
     assert encoder.live_images == before  # every image came from the cache
