@@ -191,33 +191,18 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
             or old.digests[old.index[image_id_of(p)]] not in ("", digests[p])]
     todo = list({image_id_of(p): p for p in todo}.values())  # one row per image id (the last file named so)
     gt = _gt_boxes(spec, images.image_size) if region.boxes == "gt" and todo else {}
-    fallback = 0
-    encoder.detector.eval()
-    device = next(encoder.detector.parameters()).device
     # The batches one process makes, whole: a batch's features may depend on its neighbours at float precision,
     # so sharding whole batches (not single images) is what keeps the cache identical to a 1-process one.
     batches = [todo[begin:begin + batch_size] for begin in range(0, len(todo), batch_size)]
-    # New rows go straight to disk, into this rank's shard of a staging folder beside the cache (a whole
-    # dataset's features, e.g. VQA v2's 200k images x 36 boxes x 1024 floats, do not fit in memory).
+    # New rows go straight to disk, into this rank's shard of a staging folder beside the cache.
     staging = cache_dir.parent / f".{cache_dir.name}.new-{distributed.broadcast_object(uuid.uuid4().hex)}"
     start = time.perf_counter()
-    with CacheWriter(staging / f"rank{distributed.rank():05d}", region.representation_size) as shard:
-        for index in tqdm(distributed.shard_range(len(batches)), desc="extract regions", disable=not show,
-                          leave=False, unit="batch"):
-            chunk = batches[index]
-            pixels = np.stack([images.uint8(p).numpy() for p in chunk])
-            batch = torch.from_numpy(pixels).to(device).float().div_(255.0)
-            boxes = None
-            if region.boxes == "gt":
-                missing = [p for p in chunk if p not in gt]
-                if missing:
-                    raise VlbenchError(f"--boxes gt: {missing[0]} has no entry in the spec's boxes files (NLVR2 "
-                                       "images have no annotations; use the detector's boxes)")
-                boxes = [gt[p] for p in chunk]
-            for p, r in zip(chunk, extract_regions(encoder.detector, batch, region, boxes)):
-                fallback += int(r.fallback)
-                shard.add(CachedImage(image_id_of(p), r.features.cpu().numpy(), r.boxes.cpu().numpy(), digests[p]))
-        shard.finish(stamp)
+    try:
+        fallback = _extract_shard(encoder, [batches[i] for i in distributed.shard_range(len(batches))], images,
+                                  gt, digests, staging / f"rank{distributed.rank():05d}", stamp, show)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # no staging folder left beside the cache
+        raise
     seconds = time.perf_counter() - start
     own = sum(len(batches[i]) for i in distributed.shard_range(len(batches)))
     by_rank = distributed.gather_concat([(own, seconds, fallback)])  # (images extracted, seconds, no-box images)
@@ -232,6 +217,34 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
             "extraction_ms_per_image": round(1000 * busy / len(todo), 2) if todo else None,
             "zero_detection_images": sum(part[2] for part in by_rank),
             "mean_boxes": round(float(counts.mean()), 2) if len(counts) else 0.0, "stamp_hash": stamp_hash(stamp)}
+
+
+def _extract_shard(encoder: RegionEncoder, batches: list[list[Path]], images: ImageTensors,
+                   gt: dict[Path, torch.Tensor], digests: dict[Path, str], shard_path: Path, stamp: dict[str, Any],
+                   show: bool) -> int:
+    """Extract ``batches`` (this rank's) into a cache at ``shard_path``, row by row, straight to disk (a whole
+    dataset's features, e.g. VQA v2's 200k images x 36 boxes x 1024 floats, do not fit in memory). Returns the
+    number of images without any detection (given one whole-image box)."""
+    region = encoder.region
+    encoder.detector.eval()
+    device = next(encoder.detector.parameters()).device
+    fallback = 0
+    with CacheWriter(shard_path, region.representation_size) as shard:
+        for chunk in tqdm(batches, desc="extract regions", disable=not show, leave=False, unit="batch"):
+            pixels = np.stack([images.uint8(p).numpy() for p in chunk])
+            batch = torch.from_numpy(pixels).to(device).float().div_(255.0)
+            boxes = None
+            if region.boxes == "gt":
+                missing = [p for p in chunk if p not in gt]
+                if missing:
+                    raise VlbenchError(f"--boxes gt: {missing[0]} has no entry in the spec's boxes files (NLVR2 "
+                                       "images have no annotations; use the detector's boxes)")
+                boxes = [gt[p] for p in chunk]
+            for p, r in zip(chunk, extract_regions(encoder.detector, batch, region, boxes)):
+                fallback += int(r.fallback)
+                shard.add(CachedImage(image_id_of(p), r.features.cpu().numpy(), r.boxes.cpu().numpy(), digests[p]))
+        shard.finish(stamp)
+    return fallback
 
 
 def _assemble(cache_dir: Path, stamp: dict[str, Any], old: FeatureCache | None, staging: Path,

@@ -195,6 +195,17 @@ def test_gt_mode_caches_the_annotated_boxes(detector_file, world: Path, tmp_path
     assert np.allclose(cached.boxes, truth.boxes.numpy() / 64, atol=1e-6)
 
 
+def test_gt_mode_refuses_an_image_without_annotations_and_leaves_nothing_behind(detector_file, world: Path,
+                                                                                 tmp_path: Path) -> None:
+    encoder = _encoder(detector_file, boxes="gt")
+    spec = load_spec(world / "nlvr2.yaml")  # NLVR2 pair images have no box annotations
+    paths = [world / "nlvr2/images/val/val-0-0-img0.png"]
+    stamp = extraction_stamp("x", TINY.visual, encoder.region)
+    with pytest.raises(VlbenchError, match="no entry in the spec's boxes files"):
+        fill_cache(encoder, spec, paths, ImageTensors(64), tmp_path / "cache", stamp, progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither a cache nor the extraction's staging folder
+
+
 def test_feature_dimension_mismatch_is_refused(detector_file, world: Path, tmp_path: Path) -> None:
     _write_tsv(tmp_path / "f.tsv", [("1", 64, 64, np.zeros((2, 4)), np.ones((2, 32)))])
     cache = import_tsv(tmp_path / "f.tsv", tmp_path / "imported", progress=False)
