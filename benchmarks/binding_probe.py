@@ -2,19 +2,21 @@
 
     python benchmarks/binding_probe.py --mode fixed          # "there is a red object." every time
     python benchmarks/binding_probe.py --mode word           # the colour word changes per example
+    python benchmarks/binding_probe.py --mode word --attribute shape --text "there is a {word}."
     python benchmarks/binding_probe.py --mode word --init RUN/checkpoint.safetensors
 
-Each example is one image of the embedded world's NLVR2 split with the text "there is a {colour} object."
-and the label "that colour is in the image" (from the world's scene records; half true, half false). The
-model is the tiny preset's Pixel-BERT with an ITM-style head on pooled [CLS], trained with AdamW like `run`.
+Each example is one image of the embedded world's NLVR2 split with the text "there is a {word} object." and
+the label "an object of that colour (with ``--attribute shape``: of that shape) is in the image", from the
+world's scene records, half true and half false. The model is the tiny preset's Pixel-BERT with an ITM-style
+head on pooled [CLS], trained with AdamW like `run`.
 
-- ``fixed``: the colour never changes, so the text carries nothing and this is plain image classification.
-- ``word``: the answer depends on *which* colour word the text names: the model must match a word to pixels.
+- ``fixed``: the word never changes, so the text carries nothing and this is plain image classification.
+- ``word``: the answer depends on *which* word the text names: the model must match a word to pixels.
   At initialisation the output depends on neither factor's product, so a balanced yes/no gives no first-order
   gradient towards it (the same holds for NLVR2 statements, ITM, and VQA's yes/no questions).
 
 Prints validation accuracy every ``--eval-every`` steps and a JSON line at the end. Not a pytest file: a few
-minutes of CPU. Results and what they mean: README, "What was tried for NLVR2".
+minutes of CPU. Results and what they mean: docs/results/nlvr2-tiny.md.
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ from harness.checkpoints import load_checkpoint
 from harness.models import build_model, load_pretrained_parts, model_setup
 from harness.training.precision import autocast, precision_name, use_precision
 from harness.world.cache import default_world
-from harness.world.scene import COLOR_NAMES
+from harness.world.scene import COLOR_NAMES, SHAPES
 from pixelbert.heads import ItmHead, VqaHead
 from pixelbert.tokenizer import load_tokenizer
 
 
-def scene_images(world: Path, split: str) -> list[tuple[Path, frozenset[str]]]:
-    """Every NLVR2 image of ``split`` with the set of colours its scene contains."""
+def scene_images(world: Path, split: str, attribute: str = "color") -> list[tuple[Path, frozenset[str]]]:
+    """Every NLVR2 image of ``split`` with the set of colours (or shapes) its scene contains."""
     pairs = json.loads((world / "meta/scenes.json").read_text())["nlvr2_pairs"]
     out = []
     for prefix, pair in pairs.items():
@@ -48,25 +50,27 @@ def scene_images(world: Path, split: str) -> list[tuple[Path, frozenset[str]]]:
         set_id = int(prefix.split("-")[1])
         folder = world / "nlvr2/images" / split / (str(set_id % 10) if split == "train" else "")
         for side, key in (("img0", "left"), ("img1", "right")):
-            colours = frozenset(o["color"] for o in pair[key]["objects"])
-            out.append((folder / f"{prefix}-{side}.png", colours))
+            out.append((folder / f"{prefix}-{side}.png", frozenset(o[attribute] for o in pair[key]["objects"])))
     return out
 
 
 def make_examples(images: list[tuple[Path, frozenset[str]]], mode: str, rng: random.Random,
-                  template: str = "there is a {colour} object.") -> list[tuple[Path, str, bool]]:
+                  template: str = "there is a {word} object.",
+                  vocabulary: tuple[str, ...] = COLOR_NAMES) -> list[tuple[Path, str, bool]]:
     """One (image, text, label) per image, labels balanced by construction."""
     out = []
-    for path, colours in images:
+    for path, present in images:
         want = rng.random() < 0.5
         if mode == "fixed":
-            colour = "red"
-            if ("red" in colours) != want:
-                continue  # keep the fixed-colour set balanced too
+            word = vocabulary[0]  # "red" for colours
+            if (word in present) != want:
+                continue  # keep the fixed-word set balanced too
         else:
-            pool = sorted(colours) if want else sorted(set(COLOR_NAMES) - colours)
-            colour = rng.choice(pool)
-        out.append((path, template.format(colour=colour), want))
+            pool = sorted(present) if want else sorted(set(vocabulary) - present)
+            if not pool:
+                continue  # every shape is in the image: it has no "no" to give (rare; colours never run out)
+            word = rng.choice(pool)
+        out.append((path, template.format(word=word), want))
     return out
 
 
@@ -80,8 +84,10 @@ def main() -> None:
     parser.add_argument("--init", type=Path, default=None, help="a vlbench checkpoint (pretrain or run)")
     parser.add_argument("--text-init", type=Path, default=None, help="a local BERT-family folder")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
-    parser.add_argument("--text", default="there is a {colour} object.",
-                        help="the text, with {colour} where the colour word goes")
+    parser.add_argument("--attribute", choices=("color", "shape"), default="color",
+                        help="what the word names: an object's colour or its shape")
+    parser.add_argument("--text", default="there is a {word} object.",
+                        help="the text, with {word} where the colour (or shape) word goes")
     parser.add_argument("--head", choices=("itm", "mlp"), default="itm")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -91,8 +97,10 @@ def main() -> None:
     use_precision(args.precision, device)
     world = default_world()
     rng = random.Random(args.seed)
-    train = make_examples(scene_images(world, "train"), args.mode, rng, args.text)
-    val = make_examples(scene_images(world, "val"), args.mode, random.Random(args.seed + 1), args.text)
+    vocabulary = COLOR_NAMES if args.attribute == "color" else SHAPES
+    train = make_examples(scene_images(world, "train", args.attribute), args.mode, rng, args.text, vocabulary)
+    val = make_examples(scene_images(world, "val", args.attribute), args.mode, random.Random(args.seed + 1),
+                        args.text, vocabulary)
 
     setup = model_setup("pixelbert", "tiny", text_init=args.text_init)
     model = build_model(setup)
@@ -134,7 +142,7 @@ def main() -> None:
             curve.append((step, round(accuracy(), 1)))
             print(f"step {step}: loss {loss.item():.4f}, val accuracy {curve[-1][1]} "
                   f"({time.perf_counter() - start:.0f}s)", flush=True)
-    print(json.dumps({"mode": args.mode, "text": args.text, "head": args.head, "init": str(args.init) if args.init else None,
+    print(json.dumps({"mode": args.mode, "attribute": args.attribute, "text": args.text, "head": args.head, "init": str(args.init) if args.init else None,
                       "text_init": str(args.text_init) if args.text_init else None, "lr": args.lr,
                       "precision": precision_name(device), "train_examples": len(train), "val_examples": len(val),
                       "val_accuracy_by_step": curve}))

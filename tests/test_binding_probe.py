@@ -7,7 +7,7 @@ import json
 import random
 from pathlib import Path
 
-from harness.world.scene import COLOR_NAMES
+from harness.world.scene import COLOR_NAMES, SHAPES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,8 @@ def _fake_world(tmp_path: Path, n_pairs: int = 200) -> Path:
     rng = random.Random(0)
 
     def scene() -> dict:
-        return {"objects": [{"color": rng.choice(COLOR_NAMES)} for _ in range(rng.randint(2, 5))]}
+        return {"objects": [{"color": rng.choice(COLOR_NAMES), "shape": rng.choice(SHAPES)}
+                        for _ in range(rng.randint(2, 5))]}
 
     pairs = {f"train-{i}-0": {"left": scene(), "right": scene()} for i in range(n_pairs)}
     pairs["val-0-0"] = {"left": scene(), "right": scene()}
@@ -47,8 +48,8 @@ def test_images_carry_their_scene_colours_and_official_paths(tmp_path):
 def test_word_mode_labels_say_whether_the_named_colour_is_there_and_are_balanced(tmp_path):
     probe = _probe()
     images = probe.scene_images(_fake_world(tmp_path), "train")
-    examples = probe.make_examples(images, "word", random.Random(1), "The left image contains a {colour} object.")
-    assert len(examples) == len(images)
+    examples = probe.make_examples(images, "word", random.Random(1), "The left image contains a {word} object.")
+    assert len(examples) == len(images)  # six colours, at most five objects: every image can say yes and no
     colours = dict(images)
     words = set()
     for path, text, label in examples:
@@ -67,3 +68,12 @@ def test_fixed_mode_always_names_red_and_stays_balanced(tmp_path):
     assert {text for _, text, _ in examples} == {"there is a red object."}
     assert all(label == ("red" in colours[path]) for path, _, label in examples)
     assert 0.35 < sum(label for _, _, label in examples) / len(examples) < 0.65
+
+
+def test_shape_mode_names_shapes_and_labels_them(tmp_path):
+    probe = _probe()
+    images = probe.scene_images(_fake_world(tmp_path), "train", "shape")
+    examples = probe.make_examples(images, "word", random.Random(2), "there is a {word}.", SHAPES)
+    shapes = dict(images)
+    assert all(label == (text.split()[-1].rstrip(".") in shapes[path]) for path, text, label in examples)
+    assert {text.split()[-1].rstrip(".") for _, text, _ in examples} == set(SHAPES)
