@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from harness.batches import ImageTensors, TextBatcher
 from harness.checkpoints import load_checkpoint
+from harness.data.nlvr2 import load_nlvr2_split
 from harness.models import build_model, load_pretrained_parts, model_setup
 from harness.training.precision import autocast, precision_name, use_precision
 from harness.world.cache import default_world
@@ -41,16 +42,14 @@ from pixelbert.tokenizer import load_tokenizer
 
 
 def scene_images(world: Path, split: str, attribute: str = "color") -> list[tuple[Path, frozenset[str]]]:
-    """Every NLVR2 image of ``split`` with the set of colours (or shapes) its scene contains."""
+    """Every NLVR2 image of ``split`` (paths from the NLVR2 loader) with the set of colours (or shapes) its scene
+    contains (from the world's scene records, keyed by the pair's ``{split}-{set}-{pair}`` prefix)."""
     pairs = json.loads((world / "meta/scenes.json").read_text())["nlvr2_pairs"]
     out = []
-    for prefix, pair in pairs.items():
-        if not prefix.startswith(f"{split}-"):
-            continue
-        set_id = int(prefix.split("-")[1])
-        folder = world / "nlvr2/images" / split / (str(set_id % 10) if split == "train" else "")
-        for side, key in (("img0", "left"), ("img1", "right")):
-            out.append((folder / f"{prefix}-{side}.png", frozenset(o[attribute] for o in pair[key]["objects"])))
+    for example in load_nlvr2_split(world / "nlvr2.yaml", split):
+        scenes = pairs[example.identifier.rsplit("-", 1)[0]]
+        for path, key in ((example.left_image, "left"), (example.right_image, "right")):
+            out.append((path, frozenset(o[attribute] for o in scenes[key]["objects"])))
     return out
 
 
