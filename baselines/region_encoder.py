@@ -86,7 +86,10 @@ class RegionEncoder(VisualEncoder):
             if self.region.boxes == "gt":
                 raise VlbenchError(f"{len(missing)} image(s) have no cached annotated boxes; --boxes gt needs "
                                    "every image in the boxes files (NLVR2 images have none)")
-            live = extract_regions(self.detector, images[missing], self.region)
+            # The detector runs in float32 under any autocast, as it does when it fills the feature cache (whose
+            # stamp does not name a precision): a region's features must not depend on how it was reached.
+            with torch.autocast(images.device.type, enabled=False):
+                live = extract_regions(self.detector, images[missing].float(), self.region)
             self.live_images += len(missing)
             for i, regions in zip(missing, live):
                 self.fallback_images += int(regions.fallback)
