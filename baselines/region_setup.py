@@ -44,7 +44,7 @@ from harness import distributed
 from harness.batches import ImageTensors
 from harness.data.spec import DatasetSpec, load_spec
 from harness.errors import VlbenchError
-from harness.world.cache import cache_root, default_world
+from harness.fileio import cache_root
 from pixelbert.config import RegionConfig, VisualConfig
 
 SPLITS = ("train", "val", "test")
@@ -60,14 +60,17 @@ def image_id_of(path: Path) -> str:
 
 @dataclass
 class DetectorSource:
-    """Where a run's detector comes from (CLI options), and what the run is on."""
+    """Where a run's detector comes from: ``detector`` (a trained one), else one trained on the COCO boxes of
+    ``detector_data``, of the run's own spec, or of ``fallback_boxes`` (a spec the caller names for data without
+    boxes, e.g. NLVR2 pair images), in that order; trained detectors are kept under ``cache``."""
 
     detector: Path | None = None
     detector_data: Path | None = None
-    embedded_world: bool = False
-    features: Path | None = None
+    fallback_boxes: Path | None = None
     progress: bool = True
     seed: int = 0
+    cache: Path | None = None
+    """Root of the shared cache (detectors/ below it); None = ``$VLBENCH_CACHE``."""
 
 
 def _file_hash(path: Path) -> str:
@@ -79,8 +82,8 @@ def _boxes_spec(spec: DatasetSpec, source: DetectorSource) -> DatasetSpec:
         return load_spec(source.detector_data)
     if "train" in spec.splits and split_boxes_file(spec, "train") is not None:
         return spec
-    if source.embedded_world:  # NLVR2 pair images carry no boxes; the world's scenes do
-        return load_spec(default_world(progress=source.progress) / "vqa.yaml")
+    if source.fallback_boxes is not None:
+        return load_spec(source.fallback_boxes)
     raise VlbenchError(f"{spec.path}: the train split has no 'boxes:' to train a detector on; pass --detector CK "
                        "or --detector-data SPEC (a spec whose train split has COCO boxes)")
 
@@ -133,7 +136,7 @@ def resolve_detector(visual: VisualConfig, region: RegionConfig, spec: DatasetSp
     identity = {"visual": visual.to_dict(), "region": {k: v for k, v in asdict(region).items() if k in (
         "backend", "detector_size", "anchor_sizes", "aspect_ratios", "roi_size", "representation_size",
         "detector_epochs", "detector_lr", "detector_batch_size")}, "boxes": _file_hash(train_file), "seed": source.seed}
-    path = cache_root() / "detectors" / f"frcnn-{stamp_hash(identity)}.safetensors"
+    path = (source.cache or cache_root()) / "detectors" / f"frcnn-{stamp_hash(identity)}.safetensors"
     trained_now = False
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -290,9 +293,10 @@ def time_extraction(encoder: RegionEncoder, images: torch.Tensor, repeats: int =
     return round(1000 * (time.perf_counter() - start) / (repeats * len(images)), 2)
 
 
-def managed_cache_dir(spec: DatasetSpec, stamp: dict[str, Any]) -> Path:
+def managed_cache_dir(spec: DatasetSpec, stamp: dict[str, Any], root: Path | None = None) -> Path:
+    """The feature cache of ``spec``'s images under ``stamp``, below ``root`` (None = ``$VLBENCH_CACHE``)."""
     where = hashlib.sha256(str(spec.folder).encode()).hexdigest()[:8]
-    return cache_root() / "region-features" / f"{spec.name}-{where}-{stamp_hash(stamp)}"
+    return (root or cache_root()) / "region-features" / f"{spec.name}-{where}-{stamp_hash(stamp)}"
 
 
 __all__ = ["DetectorSource", "fill_cache", "image_id_of", "managed_cache_dir", "resolve_detector",

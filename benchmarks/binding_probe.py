@@ -34,7 +34,7 @@ from harness.batches import ImageTensors, TextBatcher
 from harness.checkpoints import load_checkpoint
 from harness.data.nlvr2 import load_nlvr2_split
 from harness.models import build_model, load_pretrained_parts, model_setup
-from harness.training.precision import autocast, precision_name, use_precision
+from harness.runtime import Runtime
 from harness.world.cache import default_world
 from harness.world.scene import COLOR_NAMES, SHAPES
 from pixelbert.heads import ItmHead, VqaHead
@@ -92,8 +92,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    device = torch.device("cpu")
-    use_precision(args.precision, device)
+    runtime = Runtime.start("cpu", args.precision, join=False)
     world = default_world()
     rng = random.Random(args.seed)
     vocabulary = COLOR_NAMES if args.attribute == "color" else SHAPES
@@ -117,7 +116,7 @@ def main() -> None:
 
     def logits(batch: list[tuple[Path, str, bool]]) -> torch.Tensor:
         tokens = text([t for _, t, _ in batch])
-        with autocast(device):
+        with runtime.autocast():
             pooled = model(tokens["input_ids"], tokens["attention_mask"], images.batch([p for p, _, _ in batch])).pooled
         return head(pooled.float())
 
@@ -143,7 +142,7 @@ def main() -> None:
                   f"({time.perf_counter() - start:.0f}s)", flush=True)
     print(json.dumps({"mode": args.mode, "attribute": args.attribute, "text": args.text, "head": args.head, "init": str(args.init) if args.init else None,
                       "text_init": str(args.text_init) if args.text_init else None, "lr": args.lr,
-                      "precision": precision_name(device), "train_examples": len(train), "val_examples": len(val),
+                      "precision": runtime.precision_name, "train_examples": len(train), "val_examples": len(val),
                       "val_accuracy_by_step": curve}))
 
 

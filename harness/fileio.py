@@ -110,3 +110,9 @@ def resolve_inside(root: str | Path, relative: str | Path) -> Path:
     if candidate != root_resolved and root_resolved not in candidate.parents:
         raise DataError(f"path {str(relative)!r} points outside its root {root_resolved}")
     return candidate
+
+
+def cache_root() -> Path:
+    """Where vlbench keeps what it makes once and reuses (the embedded world, detectors, region features):
+    ``$VLBENCH_CACHE`` or ``~/.cache/vlbench``."""
+    return Path(os.environ.get("VLBENCH_CACHE") or "~/.cache/vlbench").expanduser()

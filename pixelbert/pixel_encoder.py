@@ -46,7 +46,21 @@ def sample_pixels(tokens: VisualTokens, n: int, generator: torch.Generator | Non
     return tokens._map(take)
 
 
-class PixelEncoder(VisualEncoder):
+class TokenSampling(nn.Module):
+    """Random token sampling for an encoder whose tokens form a grid (Pixel-BERT's pixels, ViLT's patches):
+    ``pixel_sample`` tokens kept per image, only in training mode and only while it is set (pre-training sets
+    it); ``sample_generator`` makes the draws reproducible."""
+
+    pixel_sample: int | None = None
+    sample_generator: torch.Generator | None = None
+
+    def sample_tokens(self, tokens: VisualTokens) -> VisualTokens:
+        if self.training and self.pixel_sample:
+            return sample_pixels(tokens, self.pixel_sample, self.sample_generator)
+        return tokens
+
+
+class PixelEncoder(TokenSampling, VisualEncoder):
     """The CNN's pooled feature map as visual tokens, trained end to end with the transformer.
 
     Args:
@@ -106,14 +120,7 @@ class PixelEncoder(VisualEncoder):
 
     def forward(self, images: Tensor) -> VisualTokens:
         features = self.feature_map(images)
-        batch, _, rows, cols = features.shape
+        rows, cols = features.shape[-2:]
         flat = features.flatten(2).transpose(1, 2)  # [B, rows*cols, C], raster order
         hidden = self.projection(flat, extra=self._position_embedding(rows, cols, images.device))
-        tokens = VisualTokens(
-            features=hidden,
-            mask=torch.ones(batch, rows * cols, dtype=torch.bool, device=images.device),
-            positions=torch.arange(rows * cols, device=images.device).expand(batch, -1),
-        )
-        if self.training and self.pixel_sample:
-            tokens = sample_pixels(tokens, self.pixel_sample, self.sample_generator)
-        return tokens
+        return self.sample_tokens(VisualTokens.grid(hidden))

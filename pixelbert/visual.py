@@ -72,6 +72,14 @@ class VisualTokens:
         return self._map(lambda t: t.detach())
 
     @staticmethod
+    def grid(features: Tensor, **fields: Tensor | None) -> VisualTokens:
+        """The tokens of a whole feature grid ``[B, N, H]`` in raster order: every token real, positions 0..N-1."""
+        batch, count = features.shape[:2]
+        return VisualTokens(features=features,
+                            mask=torch.ones(batch, count, dtype=torch.bool, device=features.device),
+                            positions=torch.arange(count, device=features.device).expand(batch, -1), **fields)
+
+    @staticmethod
     def empty(batch_size: int, hidden_size: int, device: torch.device | str = "cpu",
               dtype: torch.dtype = torch.float32) -> VisualTokens:
         """N = 0 tokens: the text-only control."""

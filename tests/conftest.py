@@ -19,16 +19,6 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["VLBENCH_CACHE"] = str(tmp_path_factory.mktemp("vlbench-cache"))
 
 
-@pytest.fixture(autouse=True)
-def _default_precision():
-    """Each test starts from --precision auto: a CLI run earlier in the session leaves its choice behind."""
-    from harness.training import precision
-
-    precision._chosen = None
-    yield
-    precision._chosen = None
-
-
 @pytest.fixture(scope="session")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny embedded world (seed 0), as `vlbench data synth` writes it."""

@@ -58,14 +58,9 @@ def test_timing_statistics() -> None:
 
 @pytest.mark.parametrize("precision, dtype", [("fp32", "float32"), ("bf16", "bfloat16")])
 def test_matmul_peak_is_measured_in_the_runs_precision(precision: str, dtype: str) -> None:
-    from harness.training import precision as precision_module
+    from harness.runtime import Runtime
 
-    saved = precision_module._chosen
-    try:
-        precision_module.use_precision(precision, torch.device("cpu"))
-        probe = MatmulProbe(torch.device("cpu"), size=128)
-    finally:
-        precision_module._chosen = saved
+    probe = MatmulProbe(Runtime.start("cpu", precision, join=False), size=128)
     probe.warm(3)
     record = probe.record()
     assert record["flops_per_second"] >= record["median_flops_per_second"] > 0

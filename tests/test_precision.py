@@ -12,8 +12,9 @@ from click.testing import CliRunner
 
 from harness.cli.main import cli
 from harness.errors import VlbenchError
+from harness.runtime import Runtime
 from harness.training import precision
-from harness.training.precision import autocast, resolve_precision, use_precision
+from harness.training.precision import resolve_precision
 
 
 def test_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,14 +30,17 @@ def test_auto_is_bf16_on_cuda_and_on_cpus_with_native_bf16_only(monkeypatch: pyt
 
 
 def test_the_chosen_precision_is_what_autocast_applies() -> None:
-    cpu = torch.device("cpu")
+    """Two runtimes in one process keep their own precision (nothing process-wide is set)."""
     layer = torch.nn.Linear(4, 4)
-    assert use_precision("bf16", cpu) == "bf16-autocast"
-    with autocast(cpu):
+    bf16 = Runtime.start("cpu", "bf16", join=False)
+    fp32 = Runtime.start("cpu", "fp32", join=False)
+    assert bf16.precision_name == "bf16-autocast" and fp32.precision_name == "fp32"
+    with bf16.autocast():
         assert layer(torch.randn(2, 4)).dtype == torch.bfloat16
-    assert use_precision("fp32", cpu) == "fp32"
-    with autocast(cpu):
+    with fp32.autocast():
         assert layer(torch.randn(2, 4)).dtype == torch.float32
+    with bf16.autocast():
+        assert layer(torch.randn(2, 4)).dtype == torch.bfloat16
 
 
 @pytest.mark.parametrize("choice, recorded", [("fp32", "fp32"), ("bf16", "bf16-autocast")])

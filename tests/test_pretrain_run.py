@@ -83,7 +83,7 @@ def test_run_init_fine_tunes_the_pretrained_model(world: Path, pixelbert_pretrai
 
 
 def test_retrieval_head_starts_from_the_pretrained_itm_head(world: Path, pixelbert_pretrained: Path) -> None:
-    from harness.experiment import _load_init_head
+    from harness.assembly import load_init_head as _load_init_head
     from harness.tasks.nlvr2 import Nlvr2Task
     from harness.tasks.retrieval import RetrievalTask
 

@@ -10,15 +10,14 @@ import torch
 from harness.batches import ImageTensors, TextBatcher
 from harness.data.spec import load_spec
 from harness.models import build_model, model_setup
+from harness.runtime import Runtime
 from harness.tasks.retrieval import RetrievalTask, match_score
 from harness.training.config import TrainConfig
-from harness.training.precision import use_precision
 from pixelbert.heads import ItmHead
 from pixelbert.tokenizer import load_tokenizer
 
 
 def test_length_batched_score_matrix_matches_pair_by_pair_scores(world: Path) -> None:
-    use_precision("fp32", torch.device("cpu"))  # batching must not change a score; compare in one precision
     torch.manual_seed(0)
     setup = model_setup("pixelbert", "tiny")
     model = build_model(setup).eval()
@@ -27,7 +26,8 @@ def test_length_batched_score_matrix_matches_pair_by_pair_scores(world: Path) ->
                          TextBatcher(load_tokenizer(), config.max_text_len), config, limit=4)
     head = task.build_head(setup.config.transformer.hidden_size).eval()
 
-    scores = task.score_matrix(model, head, "val", torch.device("cpu"), progress=False)
+    # Batching must not change a score: compare in one precision (fp32).
+    scores = task.score_matrix(model, head, "val", Runtime.start("cpu", "fp32", join=False), progress=False)
 
     images = task.examples("val")
     captions = task.texts("val")

@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from harness.bench.timing import TimingStats, time_call
-from harness.training.precision import uses_bf16
+from harness.runtime import Runtime
 
 # What FlopCounterMode has no formula for, and so leaves out of every count here.
 NOT_COUNTED = ("element-wise ops (normalisation, activations, softmax, residual adds, dropout), pooling, "
@@ -44,18 +44,18 @@ def count_flops(fn: Callable[[], Any]) -> FlopCount:
 class MatmulProbe:
     """A large square matmul on ``device``: the ceiling an achieved FLOP/s is compared with.
 
-    In the precision the pipeline runs (``harness.training.precision``): bf16 where autocast is on (CUDA tensor
+    In the precision the pipeline runs (the runtime's): bf16 where autocast is on (CUDA tensor
     cores, CPUs with native bf16), fp32 otherwise. ``bench`` times
     it before the models and once more in every interleaved round, so the peak and the models' rates are
     measured under the same machine load. The best of all its timings is the peak (what the device can do when
     nothing else runs); the median is recorded beside it, and fractions against both are reported.
     """
 
-    def __init__(self, device: torch.device, size: int | None = None) -> None:
-        cuda = device.type == "cuda"
+    def __init__(self, runtime: Runtime, size: int | None = None) -> None:
+        device = runtime.device
         self.device = device
-        self.size = size or (8192 if cuda else 2048)
-        self.dtype = torch.bfloat16 if uses_bf16(device) else torch.float32
+        self.size = size or (8192 if device.type == "cuda" else 2048)
+        self.dtype = torch.bfloat16 if runtime.bf16 else torch.float32
         self._a = torch.randn(self.size, self.size, device=device, dtype=self.dtype)
         self._b = torch.randn(self.size, self.size, device=device, dtype=self.dtype)
         self._out = torch.empty(self.size, self.size, device=device, dtype=self.dtype)
@@ -75,8 +75,8 @@ class MatmulProbe:
                 "threads": torch.get_num_threads(), "relative_spread": stats.relative_spread}
 
 
-def matmul_peak(device: torch.device, *, size: int | None = None, repeats: int = 5) -> dict[str, Any]:
-    """The measured matmul peak of ``device`` on its own (see :class:`MatmulProbe`)."""
-    probe = MatmulProbe(device, size)
-    probe.warm(repeats * (4 if device.type == "cuda" else 1))
+def matmul_peak(runtime: Runtime, *, size: int | None = None, repeats: int = 5) -> dict[str, Any]:
+    """The measured matmul peak of the runtime's device on its own (see :class:`MatmulProbe`)."""
+    probe = MatmulProbe(runtime, size)
+    probe.warm(repeats * (4 if runtime.device.type == "cuda" else 1))
     return probe.record()

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.assembly import prefixed
 from harness.bench.subjects import Subject
 from harness.models import trainable_cnn
 from harness.training.loop import train
@@ -105,14 +106,13 @@ def measure_overhead(subject: Subject, *, steps: int = 8, epochs: int = 2, progr
             # What run's on_best writes: the model + head state dict as safetensors.
             from harness.checkpoints import save_checkpoint
 
-            state = {f"model.{k}": v for k, v in model.state_dict().items()}
-            state.update({f"head.{k}": v for k, v in head.state_dict().items()})
-            save_checkpoint(checkpoint, state, {"epoch": epoch})
+            save_checkpoint(checkpoint, prefixed({"model": model.state_dict(), "head": head.state_dict()}),
+                            {"epoch": epoch})
 
         generator = torch.Generator().manual_seed(0)
         start = time.perf_counter()
         try:
-            result = train(model, head, subset, config, device, generator, on_best,  # type: ignore[arg-type]
+            result = train(model, head, subset, config, subject.runtime, generator, on_best,  # type: ignore[arg-type]
                            cnn=trainable_cnn(model), progress=progress, phases=timer)
         finally:
             clock.remove()

@@ -9,16 +9,16 @@ from typing import Any
 
 import torch
 
+from harness.assembly import ModelRequest, open_data
 from harness.bench.flops import MatmulProbe
 from harness.bench.measure import measure
 from harness.bench.overhead import measure_overhead
 from harness.bench.report import build_report, write_report
 from harness.bench.subjects import build_subject
 from harness.errors import VlbenchError
-from harness.experiment import resolve_device, resolve_spec
-from harness.models import MODELS, load_all_models
+from harness.models import MODELS, recipe
+from harness.runtime import Runtime
 from harness.training.config import train_preset
-from harness.training.precision import precision_name, use_precision
 from harness.training.seeding import seed_everything
 
 
@@ -33,6 +33,9 @@ class BenchOptions:
     compare: list[str] = field(default_factory=list)
     checkpoint: Path | None = None
     detector: Path | None = None
+    text_init: Path | None = None
+    text_init_layers: int | None = None
+    cnn_init: Path | None = None
     device: str = "auto"
     precision: str = "auto"
     """auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16."""
@@ -49,17 +52,18 @@ class BenchOptions:
 
 
 def models_to_time(model: str, compare: list[str]) -> tuple[list[str], list[str]]:
-    """The models a bench times (``model`` first, duplicates dropped) and notes on what it leaves out: textonly
-    has no visual pipeline to time, so as ``--model`` it is an error and in ``--compare`` it is skipped (a sweep
-    over every model name should not lose its run to it)."""
-    load_all_models()
+    """The models a bench times (``model`` first, duplicates dropped) and notes on what it leaves out: a model
+    without visual tokens (textonly) has no visual pipeline to time, so as ``--model`` it is an error and in
+    ``--compare`` it is skipped (a sweep over every model name should not lose its run to it)."""
     names = list(dict.fromkeys([model, *compare]))
     for name in names:
         MODELS.get(name)  # unknown names -> one-line error listing the known ones
-    if model == "textonly":
-        raise VlbenchError("textonly has no visual encoder to benchmark; compare pixelbert, soho, grid or region")
-    notes = ["textonly skipped: it has no visual encoder to time"] if "textonly" in names else []
-    return [n for n in names if n != "textonly"], notes
+    timeable = [n for n in names if recipe(n).capabilities.visual_tokens]
+    if model not in timeable:
+        others = ", ".join(n for n in MODELS.names() if recipe(n).capabilities.visual_tokens)
+        raise VlbenchError(f"{model} has no visual encoder to benchmark; compare {others}")
+    notes = [f"{n} skipped: it has no visual encoder to time" for n in names if n not in timeable]
+    return timeable, notes
 
 
 def run_bench(options: BenchOptions) -> dict[str, Any]:
@@ -72,19 +76,19 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
         raise VlbenchError("--batch-size, --repeats and --train-steps must be at least 1, --warmup at least 0")
     if options.threads is not None:
         torch.set_num_threads(options.threads)
-    device = resolve_device(options.device)
-    use_precision(options.precision, device)
+    runtime = Runtime.start(options.device, options.precision, join=False)
+    device = runtime.device
     channels_last = device.type == "cuda" if options.channels_last is None else options.channels_last
-    spec = resolve_spec(options.data, options.task, options.progress)
+    data = open_data(options.data, options.task, options.progress)
+    spec = data.spec
     options.run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
     train_config = train_preset(options.preset, options.task).with_overrides(batch_size=options.batch_size)
 
-    probe = MatmulProbe(device)
+    probe = MatmulProbe(runtime)
     probe.warm()
-    subjects = [build_subject(name, options.task, spec, device, preset=options.preset, batch_size=options.batch_size,
-                              train_config=train_config, detector=options.detector, checkpoint=options.checkpoint,
-                              embedded_world=options.data is None, channels_last=channels_last,
+    subjects = [build_subject(_request(name, options), options.task, data, runtime, batch_size=options.batch_size,
+                              train_config=train_config, checkpoint=options.checkpoint, channels_last=channels_last,
                               compile_model=options.compile, progress=options.progress) for name in names]
     results = measure(subjects, probe, warmup=options.warmup, repeats=options.repeats,
                       train_steps=options.train_steps, progress=options.progress)
@@ -100,6 +104,15 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 "detector": None if options.detector is None else str(options.detector),
                 "interleaved": len(names) > 1, "split": subjects[0].setup["split"]}
     report = build_report(reference=options.model, task=options.task, results=results, device=device,
-                          precision=precision_name(device), batch_size=options.batch_size, peak=peak, settings=settings)
+                          precision=runtime.precision_name, batch_size=options.batch_size, peak=peak, settings=settings)
     write_report(options.run_dir, report)
     return report
+
+
+def _request(name: str, options: BenchOptions) -> ModelRequest:
+    """What ``run`` would be asked for ``name``; ``--detector`` goes to the models that take one (the others in a
+    ``--compare`` ignore it)."""
+    accepted = recipe(name).capabilities.options
+    given = {"detector": options.detector} if "detector" in accepted else {}
+    return ModelRequest(name, options.preset, text_init=options.text_init, text_init_layers=options.text_init_layers,
+                        cnn_init=options.cnn_init, options=given)

@@ -1,6 +1,6 @@
 """What ``bench`` measures for one model: the model, its task head and real batches, built as ``run`` builds them.
 
-The model comes from the registry (``model_setup`` / ``build_model`` / the recipe's ``prepare`` hook, so the
+The model comes from the assembly ``run`` uses (harness/assembly.py: the recipe's ``prepare`` hook, so the
 region model gets the detector ``run`` would use) and the inputs from the task's own data: inference batches from
 the spec's val split (test if there is no val), training batches from ``collate_train`` on the train split.
 
@@ -18,22 +18,24 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.batches import ImageTensors, TextBatcher, to_device
-from harness.data.spec import DatasetSpec
-from harness.errors import VlbenchError
-from harness.models import (
-    MODELS,
-    PrepareContext,
-    build_model,
-    load_pretrained_parts,
-    model_setup,
-    trainable_cnn,
+from harness.assembly import (
+    Data,
+    ModelRequest,
+    assemble,
+    parameter_count,
+    require_splits,
+    resolve_setup,
+    restore,
 )
-from harness.tasks import TASKS, load_all
+from harness.batches import ImageTensors, TextBatcher, to_device
+from harness.checkpoints import read_checkpoint_meta
+from harness.errors import VlbenchError
+from harness.models import PrepareContext, trainable_cnn
+from harness.runtime import Runtime
+from harness.tasks import TASKS
 from harness.tasks.base import Task
 from harness.training.config import TrainConfig
 from harness.training.optim import build_optimizers
-from harness.training.precision import autocast
 from pixelbert.model import VisionLanguageModel
 from pixelbert.tokenizer import load_tokenizer
 from pixelbert.visual import VisualTokens
@@ -60,7 +62,7 @@ class Subject:
     task: Task
     model: VisionLanguageModel
     head: nn.Module
-    device: torch.device
+    runtime: Runtime
     train_config: TrainConfig
     inference: Inference
     train_step: Callable[[], Tensor]
@@ -71,57 +73,51 @@ class Subject:
     setup: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
     def encoder_name(self) -> str:
         return self.model.visual_encoder.cost_name
 
 
 def _inference_batch(task: Task, model: VisionLanguageModel, head: nn.Module, split: str, size: int,
-                     device: torch.device, channels_last: bool) -> Inference:
+                     runtime: Runtime, channels_last: bool) -> Inference:
     """The task's own evaluation input for the first ``size`` examples of ``split``, split at the encoder."""
     examples = task.examples(split)
     # Repeat the split to fill the batch when it is smaller (a tiny spec); shapes are what matters.
     chunk = [examples[i % len(examples)] for i in range(size)]
-    pair = False
-    if task.name == "vqa":
-        paths, texts = [e.image_path for e in chunk], [e.question for e in chunk]
-    elif task.name == "nlvr2":
-        # One pass per (image, statement): 2B images, the statement repeated (as nlvr2.pair_logits does).
-        paths, texts, pair = [e.left_image for e in chunk] + [e.right_image for e in chunk], \
-            [e.sentence for e in chunk] * 2, True
-    elif task.name == "retrieval":
-        paths, texts = [e.path for e in chunk], [e.captions[0] for e in chunk]  # one ITM pair per image
-    else:  # pragma: no cover - a new task must say what its inference batch is
-        raise VlbenchError(f"bench does not know task {task.name!r}'s inference batch")
-    images = task.images.batch(paths).to(device)
+    paths, texts = task.inference_inputs(chunk)
+    images = task.images.batch(paths).to(runtime.device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    text = {k: v.to(device) for k, v in task.text(texts).items()}
+    text = {k: v.to(runtime.device) for k, v in task.text(texts).items()}
 
     def encode() -> VisualTokens:
-        with autocast(device):
+        with runtime.autocast():
             return model.encode_images(images)
 
     def fuse_head(visual: VisualTokens) -> Tensor:
-        with autocast(device):
+        with runtime.autocast():
             pooled = model.fuse(text["input_ids"], text["attention_mask"], visual).pooled
-            return head(pooled[:size], pooled[size:]) if pair else head(pooled)
+            return task.inference_logits(head, pooled, size)
 
     return Inference(samples=size, images=images, encode=encode, fuse_head=fuse_head)
 
 
-def _train_step(task: Task, model: nn.Module, head: nn.Module, config: TrainConfig, device: torch.device,
+def _train_step(task: Task, model: nn.Module, head: nn.Module, config: TrainConfig, runtime: Runtime,
                 size: int) -> Callable[[], Tensor]:
     """An optimizer step exactly as harness.training.loop does it, on one real, pre-collated train batch
     (data loading is measured separately, in the harness-overhead run)."""
     n = min(size, task.train_size())
-    batch = to_device(task.collate_train(list(range(n))), device)
+    batch = to_device(task.collate_train(list(range(n))), runtime.device)
     optimizers = build_optimizers({"model": model, "head": head}, trainable_cnn(model), config)  # type: ignore[arg-type]
     params = [p for group in (model.parameters(), head.parameters()) for p in group if p.requires_grad]
 
     def step() -> Tensor:
         model.train()
         head.train()
-        with autocast(device):
+        with runtime.autocast():
             loss = task.training_loss(model, head, batch)
         loss.backward()
         if config.grad_clip > 0:
@@ -134,59 +130,43 @@ def _train_step(task: Task, model: nn.Module, head: nn.Module, config: TrainConf
     return step
 
 
-def build_subject(name: str, task_name: str, spec: DatasetSpec, device: torch.device, *, preset: str,
-                  batch_size: int, train_config: TrainConfig, detector: Path | None = None,
-                  checkpoint: Path | None = None, embedded_world: bool = False, channels_last: bool = False,
+def build_subject(request: ModelRequest, task_name: str, data: Data, runtime: Runtime, *, batch_size: int,
+                  train_config: TrainConfig, checkpoint: Path | None = None, channels_last: bool = False,
                   compile_model: bool = False, progress: bool = True) -> Subject:
-    """Model + head + batches for ``name`` on ``task_name``; ``checkpoint`` loads trained weights (its model and
-    task must match). Weights do not change the cost of a pixel model; for a region model they decide how many
-    boxes survive, so a trained detector is always used."""
-    load_all()
-    for split in ("train",):
-        if split not in spec.splits:
-            raise VlbenchError(f"{spec.path}: bench needs a {split!r} split for the training step")
+    """Model + head + batches for ``request`` on ``task_name``, assembled exactly as ``run`` assembles them;
+    ``checkpoint`` loads trained weights (its model and task must match). Weights do not change the cost of a
+    pixel model; for a region model they decide how many boxes survive, so a trained detector is always used."""
+    spec = data.spec
+    require_splits(spec, ("train",), "bench (for the training step)")
     split = "val" if "val" in spec.splits else "test" if "test" in spec.splits else "train"
-    setup = model_setup(name, preset)
+    setup = resolve_setup(request)
     task: Task = TASKS.get(task_name)(spec, ImageTensors(setup.visual.image_size),
                                       TextBatcher(load_tokenizer(), train_config.max_text_len), train_config)
     task.prepare_training()
-    prepared = MODELS.get(name)().prepare(setup, PrepareContext(
-        spec=spec, task=task, images=task.images, splits=[split], progress=progress,
-        options={"detector": detector, "embedded_world": embedded_world, "feature_cache": False}))
-    if prepared is not None:
-        setup = prepared.setup
-    model = build_model(setup)
-    load_pretrained_parts(model, setup)
     head = task.build_head(setup.transformer.hidden_size)
     if checkpoint is not None:
-        _load_checkpoint(model, head, checkpoint, name, task_name)
-    model.to(device)
-    head.to(device)
-    if channels_last:
-        # NHWC convolutions: cuDNN's tensor-core kernels want it; the transformer's 3-D tensors are unaffected.
-        model.to(memory_format=torch.channels_last)
-    visual_record = prepared.finish(model) if prepared is not None else None
+        meta = read_checkpoint_meta(checkpoint)
+        if meta.get("model") != request.name or meta.get("task") != task_name:
+            raise VlbenchError(f"{checkpoint}: a {meta.get('model')!r}/{meta.get('task')!r} checkpoint, not "
+                               f"{request.name}/{task_name}")
+    # No feature cache: the region model's detector and RoI pooling run live in every timed call.
+    assembled = assemble(setup, runtime, channels_last=channels_last,
+                         load=None if checkpoint is None else lambda m: restore(m, head, checkpoint),
+                         context=PrepareContext(spec=spec, task=task, images=task.images, splits=[split],
+                                                options=request.given_options(), progress=progress,
+                                                detector_boxes=data.detector_boxes, feature_cache=False))
+    model = assembled.model
+    head.to(runtime.device)
     if compile_model:
         _compile(model)
     model.eval()
     head.eval()
-    inference = _inference_batch(task, model, head, split, batch_size, device, channels_last)
-    train_step = _train_step(task, model, head, train_config, device, batch_size)
-    parameters = sum(p.numel() for p in model.parameters()) + sum(p.numel() for p in head.parameters())
-    return Subject(name=name, task=task, model=model, head=head, device=device, train_config=train_config,
+    inference = _inference_batch(task, model, head, split, batch_size, runtime, channels_last)
+    train_step = _train_step(task, model, head, train_config, runtime, batch_size)
+    return Subject(name=request.name, task=task, model=model, head=head, runtime=runtime, train_config=train_config,
                    inference=inference, train_step=train_step, train_samples=min(batch_size, task.train_size()),
-                   visual_record=visual_record, parameters=parameters,
-                   setup={"preset": preset, "split": split, "model": setup.to_dict()})
-
-
-def _load_checkpoint(model: nn.Module, head: nn.Module, path: Path, name: str, task_name: str) -> None:
-    from harness.checkpoints import read_checkpoint_meta
-    from harness.experiment import _restore
-
-    meta = read_checkpoint_meta(path)
-    if meta.get("model") != name or meta.get("task") != task_name:
-        raise VlbenchError(f"{path}: a {meta.get('model')!r}/{meta.get('task')!r} checkpoint, not {name}/{task_name}")
-    _restore(model, head, path)
+                   visual_record=assembled.visual_record, parameters=parameter_count(model, head),
+                   setup={"preset": request.preset, "split": split, "model": assembled.setup.to_dict()})
 
 
 def _compile(model: VisionLanguageModel) -> None:

@@ -6,13 +6,11 @@ from pathlib import Path
 
 import click
 
+from harness.cli.model_options import check_weight_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
-from harness.models import MODELS, load_all_models
-from harness.tasks import TASKS, load_all
+from harness.models import MODELS
+from harness.tasks import TASKS
 from harness.training.config import TRAIN_PRESETS
-
-load_all()
-load_all_models()
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -32,8 +30,7 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
 
 
 @click.command()
-@click.option("--model", type=click.Choice(MODELS.names()), required=True,
-              help="Model to measure; with --compare, the reference the others are divided by.")
+@model_option("Model to measure; with --compare, the reference the others are divided by.", required=True)
 @click.option("--task", type=click.Choice(TASKS.names()), required=True,
               help="Task whose real batches (val split for inference, train split for training) and head are used.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -51,6 +48,7 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
                    "weights, except the region model's box count, which its detector decides).")
 @click.option("--detector", type=_existing_file, default=None,
               help="region/grid: detector file. Default: the one `run` would use (cached, or trained on the boxes).")
+@weight_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
@@ -68,8 +66,9 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the CNN backbone and transformer layers.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, detector, device, precision, warmup,
-          repeats, train_steps, overhead_steps, overhead_epochs, channels_last, compile_, threads, no_progress) -> None:
+def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, detector, text_init, text_init_layers,
+          cnn_init, device, precision, warmup, repeats, train_steps, overhead_steps, overhead_epochs, channels_last,
+          compile_, threads, no_progress) -> None:
     """Time MODEL's real pipeline on TASK and write DIR/bench.json.
 
     Inference (end to end, and split into visual encoder vs transformer + head; the region model's detector
@@ -82,9 +81,11 @@ def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, d
     """
     from harness.bench.run import BenchOptions, run_bench
 
+    check_weight_options(text_init, text_init_layers)
     report = run_bench(BenchOptions(
         model=model, task=task, run_dir=run_dir, data=data, preset=preset, batch_size=batch_size, compare=compare,
-        checkpoint=checkpoint, detector=detector, device=device, precision=precision, warmup=warmup, repeats=repeats,
+        checkpoint=checkpoint, detector=detector, text_init=text_init, text_init_layers=text_init_layers,
+        cnn_init=cnn_init, device=device, precision=precision, warmup=warmup, repeats=repeats,
         train_steps=train_steps, overhead_steps=overhead_steps, overhead_epochs=overhead_epochs,
         channels_last=channels_last, compile=compile_, threads=threads, progress=not no_progress))
     for name, r in report["models"].items():

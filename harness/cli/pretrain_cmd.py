@@ -6,19 +6,16 @@ from pathlib import Path
 
 import click
 
+from harness.cli.model_options import check_weight_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
-from harness.models import MODELS, load_all_models
 from harness.pretraining.config import PRETRAIN_PRESETS
-
-load_all_models()
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
 @click.command()
-@click.option("--model", type=click.Choice(MODELS.names()), required=True,
-              help="Model to pre-train (the same names as `vlbench run`).")
+@model_option("Model to pre-train (the same names as `vlbench run`).", required=True)
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where run.json and checkpoint.safetensors go.")
 @click.option("--data", type=_existing_file, default=None,
@@ -47,11 +44,7 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
               help="SOHO: visual dictionary entries (paper: 2048; tiny preset: 256).")
 @click.option("--mvm-probability", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="SOHO: share of images whose cells of one random dictionary entry are masked.")
-@click.option("--text-init", type=_existing_dir, default=None,
-              help="Initialise text embeddings + transformer from a local BERT-family folder.")
-@click.option("--text-init-layers", type=click.IntRange(min=1), default=None,
-              help="With --text-init: keep only the first N layers.")
-@click.option("--cnn-init", type=_existing_file, default=None, help="Local torchvision state dict for the CNN.")
+@weight_options
 @click.option("--detector", type=_existing_file, default=None,
               help="region/grid: a trained detector (`vlbench detector train` output); default: the one `run` "
                    "would use, trained on the spec's COCO boxes the first time.")
@@ -81,8 +74,7 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
     from harness.pretraining.config import parse_objectives
     from harness.pretraining.experiment import PretrainOptions, run_pretraining
 
-    if text_init_layers is not None and text_init is None:
-        raise click.UsageError("--text-init-layers needs --text-init")
+    check_weight_options(text_init, text_init_layers)
     overrides = {"objectives": parse_objectives(objectives) if objectives is not None else None,
                  "pixel_sample": pixel_sample, "epochs": epochs, "batch_size": batch_size,
                  "eval_batch_size": eval_batch_size, "lr": lr,

@@ -7,13 +7,10 @@ from pathlib import Path
 import click
 
 from harness import distributed
+from harness.cli.model_options import check_weight_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
-from harness.models import MODELS, load_all_models
-from harness.tasks import TASKS, load_all
+from harness.tasks import TASKS
 from harness.training.config import TRAIN_PRESETS
-
-load_all()
-load_all_models()
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -28,9 +25,7 @@ def _summary(record: dict) -> str:
 
 
 @click.command()
-@click.option("--model", type=click.Choice(MODELS.names()), required=True,
-              help="Visual encoder: pixelbert (trainable CNN pixels), grid (frozen CNN pixels), region (Faster "
-                   "R-CNN RoI features of the top boxes + box geometry) or textonly (no visual tokens).")
+@model_option("The visual encoder (everything else is shared).", required=True)
 @click.option("--task", type=click.Choice(TASKS.names()), required=True, help="Task to fine-tune and evaluate.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Where run.json, predictions and the checkpoint go.")
@@ -54,11 +49,7 @@ def _summary(record: dict) -> str:
               help="Retrieval: hardest of a few sampled negative captions instead of a random one.")
 @click.option("--init", type=_existing_file, default=None,
               help="Initialise the model from a vlbench checkpoint (e.g. from `vlbench pretrain`).")
-@click.option("--text-init", type=_existing_dir, default=None,
-              help="Initialise text embeddings + transformer from a local BERT-family folder; its config sets the shape.")
-@click.option("--text-init-layers", type=click.IntRange(min=1), default=None,
-              help="With --text-init: keep only the first N layers.")
-@click.option("--cnn-init", type=_existing_file, default=None, help="Local torchvision state dict for the CNN.")
+@weight_options
 @click.option("--detector", type=_existing_file, default=None,
               help="region/grid: a trained detector (`vlbench detector train` output, or a torchvision Faster "
                    "R-CNN state dict). Default: train one on the spec's COCO boxes the first time, then reuse it.")
@@ -88,8 +79,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
     """
     from harness.experiment import RunOptions, run_experiment
 
-    if text_init_layers is not None and text_init is None:
-        raise click.UsageError("--text-init-layers needs --text-init")
+    check_weight_options(text_init, text_init_layers)
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "cnn_lr": cnn_lr,
                  "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum, "itm_hard_negatives": hard_negatives,
                  "checkpoint_every": checkpoint_every}

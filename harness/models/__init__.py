@@ -1,5 +1,10 @@
 """Models by name: a model in vlbench is a visual encoder plus the shared text embeddings, cross-modal
-transformer and heads. Each file here registers one visual-encoder recipe in :data:`MODELS`.
+transformer and heads. Each file here registers one visual-encoder recipe in :data:`MODELS`; the registry finds
+the files itself, so a new model is one new file (docs/extending.md).
+
+A recipe declares what the rest of vlbench needs to know about it (:class:`Capabilities`: visual tokens or not,
+random token sampling, a visual dictionary, a detector, the model options it accepts), so no other code names a
+model or tests an encoder's class.
 """
 
 from __future__ import annotations
@@ -19,7 +24,24 @@ from pixelbert.model import VisionLanguageModel
 from pixelbert.pretrained import load_bert_weights, transformer_config_from_folder
 from pixelbert.visual import VisualEncoder
 
-MODELS: Registry = Registry("model")
+MODELS: Registry = Registry("model", "harness.models")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model is and accepts, read by the commands instead of its name or its encoder's class."""
+
+    visual_tokens: bool = True
+    """False for the text-only control: no image-text matching to pre-train, no visual pipeline to time."""
+    token_sampling: bool = False
+    """Pre-training may feed a random subset of the visual tokens (Pixel-BERT's pixels, ViLT's patches); the
+    encoder then has ``pixel_sample`` (tokens kept in training mode, None = all) and ``sample_generator``."""
+    visual_dictionary: bool = False
+    """SOHO's visual dictionary: masked visual modelling (``--objectives mvm``) applies; the encoder has
+    ``dictionary`` (with a ``generator``), ``mvm_probability`` and ``mvm_generator``."""
+    options: dict[str, str] = field(default_factory=dict)
+    """Model options this model accepts (``boxes``, ``detector``, ...) -> what they act on, for the error a model
+    without it gives (``--boxes applies only to --model region: 'pixelbert' has no detector boxes``)."""
 
 
 @dataclass
@@ -30,9 +52,17 @@ class PrepareContext:
     task: Any  # Task: its image_paths(split) names every image the run will show the model
     images: Any  # ImageTensors: the exact pixels the model will be given
     splits: list[str]
-    options: dict[str, Any] = field(default_factory=dict)  # model-specific CLI options (e.g. --detector)
+    options: dict[str, Any] = field(default_factory=dict)
+    """The model options given (names from :attr:`Capabilities.options`; unset ones are absent)."""
     progress: bool = True
     seed: int = 0
+    detector_boxes: Path | None = None
+    """A spec whose train split has COCO boxes, for a detector when ``spec`` has none (the caller decides: on the
+    embedded world, its scenes; the NLVR2 pair images carry no boxes)."""
+    feature_cache: bool = True
+    """False for ``bench``: no precomputed features, so every timed forward runs the whole visual pipeline."""
+    cache_root: Path | None = None
+    """Where shared caches (detectors, region features) live; None = ``$VLBENCH_CACHE``."""
 
 
 @dataclass
@@ -48,6 +78,11 @@ class ModelRecipe(ABC):
     """How one ``--model`` name builds its visual encoder; everything else is shared."""
 
     description: str = ""
+    capabilities: Capabilities = Capabilities()
+    report_order: int = 50
+    """Where the model's row goes in comparison tables (pixel models first, the text floor last)."""
+    colour: str | None = None
+    """Its colour in plots (None: one from the palette)."""
 
     def configure(self, config: ModelConfig) -> ModelConfig:
         """Adjust the preset for this model (most models take it as it is)."""
@@ -62,6 +97,10 @@ class ModelRecipe(ABC):
 
     def load_cnn(self, encoder: VisualEncoder, path: Path) -> None:
         raise VlbenchError(f"this model has no CNN to initialise from {path}")
+
+    def apply_options(self, setup: ModelSetup, options: dict[str, Any]) -> ModelSetup:
+        """Fold the model options that change its shape or features into the setup (region: ``boxes``)."""
+        return setup
 
     def prepare(self, setup: ModelSetup, context: PrepareContext) -> Prepared | None:
         """Work before training (the region model trains/loads its detector and fills its cache)."""
@@ -104,15 +143,35 @@ class ModelSetup:
 
 def load_all_models() -> None:
     """Import the model modules so that they register themselves."""
-    from harness.models import grid, pixelbert, region, soho, textonly  # noqa: F401
+    MODELS.discover()
+
+
+def recipe(name: str) -> ModelRecipe:
+    """The registered recipe of ``--model name`` (a one-line error listing the known ones otherwise)."""
+    return MODELS.get(name)()
+
+
+def models_with(predicate: Callable[[ModelRecipe], bool]) -> list[str]:
+    """Names of the registered models whose recipe satisfies ``predicate`` (for error messages)."""
+    return [name for name, cls in MODELS.items() if predicate(cls())]
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse a model option that ``name`` does not accept, naming the models that do."""
+    accepted = recipe(name).capabilities.options
+    for option in options:
+        if option not in accepted:
+            takers = models_with(lambda r, o=option: o in r.capabilities.options)
+            what = next((MODELS.get(t)().capabilities.options[option] for t in takers), option)
+            flag = "--" + option.replace("_", "-")
+            raise VlbenchError(f"{flag} applies only to --model {' or '.join(takers) or '(none)'}: {name!r} has no "
+                               f"{what}")
 
 
 def model_setup(name: str, preset: str, *, text_init: Path | None = None, text_init_layers: int | None = None,
                 cnn_init: Path | None = None) -> ModelSetup:
     """The preset's shapes for ``name``; with ``text_init`` the transformer takes the checkpoint's shape."""
-    load_all_models()
-    recipe: ModelRecipe = MODELS.get(name)()
-    config = recipe.configure_preset(get_preset(preset), preset)
+    config = recipe(name).configure_preset(get_preset(preset), preset)
     if text_init is not None:
         config = replace(config, transformer=transformer_config_from_folder(text_init, num_layers=text_init_layers))
     return ModelSetup(name=name, config=config, text_init=None if text_init is None else str(text_init),
@@ -121,9 +180,7 @@ def model_setup(name: str, preset: str, *, text_init: Path | None = None, text_i
 
 def build_model(setup: ModelSetup) -> VisionLanguageModel:
     """A randomly initialised model of the setup's shape (weights are loaded separately)."""
-    load_all_models()
-    recipe: ModelRecipe = MODELS.get(setup.name)()
-    encoder = recipe.visual_encoder(setup.config)
+    encoder = recipe(setup.name).visual_encoder(setup.config)
     return VisionLanguageModel(encoder, setup.transformer)
 
 
@@ -137,4 +194,4 @@ def load_pretrained_parts(model: VisionLanguageModel, setup: ModelSetup) -> None
     if setup.text_init is not None:
         load_bert_weights(model, setup.text_init, num_layers=setup.text_init_layers)
     if setup.cnn_init is not None:
-        MODELS.get(setup.name)().load_cnn(model.visual_encoder, Path(setup.cnn_init))
+        recipe(setup.name).load_cnn(model.visual_encoder, Path(setup.cnn_init))

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from baselines.grid_encoder import GridEncoder
-from harness.models import MODELS, ModelRecipe, ModelSetup, PrepareContext, Prepared
-from harness.models.region import region_options, region_preset
+from harness.models import MODELS, Capabilities, ModelRecipe, ModelSetup, PrepareContext, Prepared
+from harness.models.region import DETECTOR_OPTIONS, detector_source, region_preset
 from pixelbert.backbones import load_backbone_state_dict
 from pixelbert.config import ModelConfig
 from pixelbert.model import VisionLanguageModel
@@ -17,6 +17,9 @@ from pixelbert.model import VisionLanguageModel
 @MODELS.register("grid")
 class Grid(ModelRecipe):
     description = "grid baseline: frozen CNN feature map (the region detector's backbone), Pixel-BERT tokens"
+    capabilities = Capabilities(token_sampling=True, options=DETECTOR_OPTIONS)
+    report_order = 20
+    colour = "#9467bd"
 
     def configure(self, config: ModelConfig) -> ModelConfig:
         # The region config names the detector whose backbone is frozen here (same one the region model uses).
@@ -35,7 +38,7 @@ class Grid(ModelRecipe):
         from baselines.region_setup import resolve_detector
 
         assert setup.config.region is not None
-        detector, info = resolve_detector(setup.visual, setup.config.region, context.spec, region_options(context))
+        detector, info = resolve_detector(setup.visual, setup.config.region, context.spec, detector_source(context))
 
         def finish(model: VisionLanguageModel) -> dict[str, Any]:
             model.visual_encoder.load_backbone_from_detector(detector)  # type: ignore[operator]

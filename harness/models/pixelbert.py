@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.models import MODELS, ModelRecipe
+from harness.models import MODELS, Capabilities, ModelRecipe
 from pixelbert.backbones import load_backbone_state_dict
 from pixelbert.config import ModelConfig
 from pixelbert.pixel_encoder import PixelEncoder
@@ -13,6 +13,9 @@ from pixelbert.pixel_encoder import PixelEncoder
 @MODELS.register("pixelbert")
 class PixelBert(ModelRecipe):
     description = "Pixel-BERT: CNN pixel features trained end to end with the transformer"
+    capabilities = Capabilities(token_sampling=True)
+    report_order = 0
+    colour = "#1f77b4"
 
     def visual_encoder(self, config: ModelConfig) -> PixelEncoder:
         t = config.transformer

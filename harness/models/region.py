@@ -9,7 +9,7 @@ import torch
 
 from baselines.detector import num_classes_of
 from baselines.region_encoder import RegionEncoder
-from harness.models import MODELS, ModelRecipe, ModelSetup, PrepareContext, Prepared
+from harness.models import MODELS, Capabilities, ModelRecipe, ModelSetup, PrepareContext, Prepared
 from pixelbert.config import ModelConfig, RegionConfig
 from pixelbert.model import VisionLanguageModel
 
@@ -28,18 +28,27 @@ def with_region(setup: ModelSetup, region: RegionConfig) -> ModelSetup:
     return replace(setup, config=replace(setup.config, region=region))
 
 
-def region_options(context: PrepareContext) -> Any:
+# The options of a model whose features come from a detector (region, and grid's frozen backbone).
+DETECTOR_OPTIONS = {"detector": "detector", "detector_data": "detector"}
+
+
+def detector_source(context: PrepareContext) -> Any:
+    """Where the detector comes from: ``--detector``, ``--detector-data``, the spec's own boxes, or the boxes
+    the caller named for specs without any (``context.detector_boxes``)."""
     from baselines.region_setup import DetectorSource
 
     o = context.options
     return DetectorSource(detector=o.get("detector"), detector_data=o.get("detector_data"),
-                          embedded_world=bool(o.get("embedded_world")), progress=context.progress,
-                          seed=int(o.get("detector_seed", 0)))
+                          fallback_boxes=context.detector_boxes, progress=context.progress,
+                          cache=context.cache_root)
 
 
 @MODELS.register("region")
 class Region(ModelRecipe):
     description = "region baseline: frozen Faster R-CNN RoI features of the top boxes + box geometry"
+    capabilities = Capabilities(options={**DETECTOR_OPTIONS, "boxes": "detector boxes"})
+    report_order = 30
+    colour = "#d62728"
 
     def configure(self, config: ModelConfig) -> ModelConfig:
         return config if config.region is not None else replace(config, region=region_preset(config))
@@ -47,6 +56,12 @@ class Region(ModelRecipe):
     def visual_encoder(self, config: ModelConfig) -> RegionEncoder:
         t = config.transformer
         return RegionEncoder(config, t.hidden_size, dropout=t.dropout, layer_norm_eps=t.layer_norm_eps)
+
+    def apply_options(self, setup: ModelSetup, options: dict[str, Any]) -> ModelSetup:
+        if options.get("boxes") is None:
+            return setup
+        assert setup.config.region is not None
+        return with_region(setup, replace(setup.config.region, boxes=options["boxes"]))
 
     def prepare(self, setup: ModelSetup, context: PrepareContext) -> Prepared:
         from baselines.region_setup import (
@@ -58,20 +73,21 @@ class Region(ModelRecipe):
         )
 
         assert setup.config.region is not None
-        detector, info = resolve_detector(setup.visual, setup.config.region, context.spec, region_options(context))
+        detector, info = resolve_detector(setup.visual, setup.config.region, context.spec, detector_source(context))
         region = replace(setup.config.region, num_classes=num_classes_of(detector.state_dict()))
         setup = with_region(setup, region)
 
         def finish(model: VisionLanguageModel) -> dict[str, Any]:
             encoder: RegionEncoder = model.visual_encoder  # type: ignore[assignment]
             encoder.detector.load_state_dict(detector.state_dict())
-            if context.options.get("feature_cache") is False:
+            if not context.feature_cache:
                 # `bench` times the detector itself: no cache attached, every image goes through it live.
                 return {"encoder": "region", "boxes": region.boxes, "detector": info, "cache": None}
             stamp = extraction_stamp(info["hash"], setup.visual, region)
             paths = list(dict.fromkeys(p for split in context.splits for p in context.task.image_paths(split)))
-            stats = fill_cache(encoder, context.spec, paths, context.images, managed_cache_dir(context.spec, stamp),
-                               stamp, progress=context.progress)
+            cache_dir = managed_cache_dir(context.spec, stamp, context.cache_root)
+            stats = fill_cache(encoder, context.spec, paths, context.images, cache_dir, stamp,
+                               progress=context.progress)
             ms = stats["extraction_ms_per_image"]
             if ms is None:  # everything came from the cache: time the detector live on a few images
                 sample = torch.stack([context.images.uint8(p) for p in paths[:16]]).float().div(255.0)

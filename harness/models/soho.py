@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from harness.models import MODELS, ModelRecipe
+from harness.models import MODELS, Capabilities, ModelRecipe, ModelSetup
 from pixelbert.backbones import load_backbone_state_dict
 from pixelbert.config import DICTIONARY_PRESETS, DictionaryConfig, ModelConfig
 from pixelbert.soho.encoder import SohoEncoder
@@ -14,12 +15,22 @@ from pixelbert.soho.encoder import SohoEncoder
 @MODELS.register("soho")
 class Soho(ModelRecipe):
     description = "SOHO: CNN pixel features mapped through a moving-average visual dictionary"
+    capabilities = Capabilities(token_sampling=True, visual_dictionary=True,
+                                options={"dictionary_size": "visual dictionary"})
+    report_order = 10
+    colour = "#2ca02c"
 
     def configure_preset(self, config: ModelConfig, preset: str) -> ModelConfig:
         dictionary = config.dictionary or DICTIONARY_PRESETS.get(preset, DictionaryConfig())
         # SOHO adds a 2-D position encoding to the grid (Pixel-BERT does not); MVM needs to know where a
         # masked cell was.
         return replace(config, dictionary=dictionary, visual=replace(config.visual, position_embedding=True))
+
+    def apply_options(self, setup: ModelSetup, options: dict[str, Any]) -> ModelSetup:
+        size = options.get("dictionary_size")
+        if size is None or setup.dictionary is None:
+            return setup
+        return replace(setup, config=replace(setup.config, dictionary=replace(setup.dictionary, size=size)))
 
     def visual_encoder(self, config: ModelConfig) -> SohoEncoder:
         t = config.transformer

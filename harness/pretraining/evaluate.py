@@ -15,20 +15,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from harness.assembly import assemble, load_strict, part
 from harness.batches import ImageTensors, TextBatcher, to_device
 from harness.checkpoints import load_checkpoint
 from harness.data.spec import load_spec
 from harness.distributed import gather_concat, is_main, shard_range
 from harness.errors import VlbenchError
-from harness.models import ModelSetup, build_model
+from harness.models import ModelSetup, recipe
 from harness.pretraining.config import PretrainConfig
 from harness.pretraining.data import CaptionPairs
-from harness.training.precision import autocast
+from harness.runtime import Runtime
 from harness.training.seeding import derived_seed
 from pixelbert.pretraining.heads import PretrainingHeads
 from pixelbert.pretraining.objective import ObjectiveOutput
 from pixelbert.pretraining.step import pretraining_step
-from pixelbert.soho.encoder import SohoEncoder
 from pixelbert.soho.visual_dictionary import VisualDictionary, dictionary_usage
 from pixelbert.tokenizer import load_tokenizer
 
@@ -99,7 +99,7 @@ def _meter(model: nn.Module) -> ObjectiveMeter:
 
 @torch.no_grad()
 def evaluate_pretraining(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, config: PretrainConfig,
-                         device: torch.device, seed: int, split: str = "val", progress: bool = True) -> dict[str, Any]:
+                         runtime: Runtime, seed: int, split: str = "val", progress: bool = True) -> dict[str, Any]:
     """Objective losses and accuracies on ``split``; the same masks and negatives on every call (fixed seed).
 
     Eval mode: every pixel token enters (no sampling) and the dictionary is not updated; MVM masking stays on
@@ -119,8 +119,8 @@ def evaluate_pretraining(model: nn.Module, heads: PretrainingHeads, data: Captio
             generator = torch.Generator().manual_seed(derived_seed(seed, index, 0))
             if hasattr(encoder, "mvm_generator"):
                 encoder.mvm_generator = torch.Generator().manual_seed(derived_seed(seed, index, 1))
-            batch = to_device(data.collate(split, batches[index], generator), device)
-            with autocast(device):
+            batch = to_device(data.collate(split, batches[index], generator), runtime.device)
+            with runtime.autocast():
                 results, visual = pretraining_step(model, heads, batch)
             meter.add(results, visual)
     finally:
@@ -130,28 +130,26 @@ def evaluate_pretraining(model: nn.Module, heads: PretrainingHeads, data: Captio
 
 
 def evaluate_pretraining_checkpoint(checkpoint: Path, data: Path, *, limit: int | None = None, split: str = "val",
-                                    device: torch.device | None = None, progress: bool = False) -> dict[str, Any]:
+                                    runtime: Runtime | None = None, progress: bool = False) -> dict[str, Any]:
     """Score a ``vlbench pretrain`` checkpoint on ``split`` of a captions spec, exactly as the run's validation
     after its last epoch did (same batches, masks and negatives): the check that N processes validate as one."""
     state, meta = load_checkpoint(checkpoint)
     if meta.get("task") != "pretrain":
         raise VlbenchError(f"{checkpoint}: not a pre-training checkpoint (task {meta.get('task')!r})")
-    device = device or torch.device("cpu")
+    runtime = runtime or Runtime.start("cpu", join=False)
     setup = ModelSetup.from_dict(meta["model_config"])
     config = PretrainConfig.from_dict(meta["pretrain_config"])
-    model = build_model(setup)
-    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    model = assemble(setup, runtime, load=lambda m: load_strict(m, part(state, "model"), checkpoint, "model")).model
     heads = PretrainingHeads(model, config.objectives, setup.dictionary.size if setup.dictionary else None)
-    own = {k[len("pretrain."):]: v for k, v in state.items() if k.startswith("pretrain.")}
+    own = part(state, "pretrain")
     differ = set(heads.own_state_dict()) ^ set(own)
     if differ:
         raise VlbenchError(f"{checkpoint}: pre-training heads do not fit (e.g. {sorted(differ)[0]})")
     heads.load_state_dict(own, strict=False)  # the MLM decoder is the word embedding, loaded with the model
-    if isinstance(model.visual_encoder, SohoEncoder) and "mvm" in config.objectives:
+    if recipe(setup.name).capabilities.visual_dictionary and "mvm" in config.objectives:
         model.visual_encoder.mvm_probability = config.mvm_probability
     pairs = CaptionPairs(load_spec(data), ImageTensors(setup.visual.image_size),
                          TextBatcher(load_tokenizer(), config.max_text_len), config,
                          vocab_size=setup.transformer.vocab_size, limit=limit)
-    model.to(device)
-    heads.to(device)
-    return evaluate_pretraining(model, heads, pairs, config, device, int(meta["seed"]), split, progress)
+    heads.to(runtime.device)
+    return evaluate_pretraining(model, heads, pairs, config, runtime, int(meta["seed"]), split, progress)

@@ -26,9 +26,9 @@ from harness.pretraining.config import PretrainConfig
 from harness.pretraining.data import CaptionPairs
 from harness.pretraining.evaluate import ObjectiveMeter, evaluate_pretraining, model_dictionary
 from harness.pretraining.objective import PretrainingObjective
+from harness.runtime import Runtime
 from harness.training.loop import NonFiniteLoss, shuffled_sampler
 from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
-from harness.training.precision import autocast
 from harness.training.resume import Position, ResumeFile, RngSnapshot
 from pixelbert.pretraining.heads import PretrainingHeads
 
@@ -73,7 +73,7 @@ def _seed_rank_streams(shared: torch.Generator, collate: torch.Generator,
 
 
 def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, config: PretrainConfig,
-             device: torch.device, generator: torch.Generator, seed: int, cnn: nn.Module | None = None,
+             runtime: Runtime, generator: torch.Generator, seed: int, cnn: nn.Module | None = None,
              on_epoch: Callable[[int, dict[str, Any]], None] | None = None, progress: bool = True,
              resume: ResumeFile | None = None, resuming: bool = False) -> PretrainResult:
     """Pre-train ``model`` with ``heads`` on the train split; validate and call ``on_epoch`` after each epoch.
@@ -134,8 +134,8 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
         bar = tqdm(loader, desc=f"pretrain {epoch}/{config.epochs}", disable=not (progress and is_main()),
                    leave=False, unit="batch")
         for index, batch in enumerate(bar):
-            batch = to_device(batch, device)
-            with autocast(device):
+            batch = to_device(batch, runtime.device)
+            with runtime.autocast():
                 loss, results, visual = objective(batch)
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"pre-training loss became {loss.item()} at epoch {epoch}, step {result.steps}; "
@@ -158,7 +158,7 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
             record["dictionary_momentum"] = dictionary.momentum
             record["dictionary_reseeded_total"] = dictionary.reseeded
         sync_buffers(both)  # rank 0's BatchNorm statistics everywhere; the dictionary is checked, not copied
-        record["val"] = evaluate_pretraining(model, heads, data, config, device, seed, progress=progress)
+        record["val"] = evaluate_pretraining(model, heads, data, config, runtime, seed, progress=progress)
         result.history.append(record)
         if on_epoch is not None:
             on_epoch(epoch, record)

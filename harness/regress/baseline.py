@@ -199,7 +199,7 @@ def baseline_from_runs(paths: list[Path], split: str, tolerance: float, throughp
                        description: str) -> dict[str, Any]:
     """A fresh baseline from runs (refreshing): per (model, task) the mean over the given runs (seeds) of every
     tabulated metric, with one tolerance in points, and their bench throughput when present."""
-    from harness.reports.aggregate import task_metrics
+    from harness.reports.aggregate import tabulated
 
     collection = collect(paths)
     grouped: dict[tuple[str, str], list[RunInfo]] = {}
@@ -215,9 +215,8 @@ def baseline_from_runs(paths: list[Path], split: str, tolerance: float, throughp
             metrics = run.metrics.get(split)
             if not isinstance(metrics, dict):
                 raise VlbenchError(f"{run.path}: no {split} metrics")
-            for name, value in task_metrics(task, metrics).items():
-                key = f"perAnswerType.{name}" if task == "vqa" and name != "overall" else name
-                values.setdefault(key, []).append(value)
+            for metric, value in tabulated(task, metrics).items():
+                values.setdefault(metric.path, []).append(value)
         entry: dict[str, Any] = {"model": model, "task": task, "fingerprint": fingerprints.pop(), "metrics": {
             k: {"value": round(sum(v) / len(v), 2), "tolerance": tolerance} for k, v in values.items()}}
         speeds = [r.bench.samples_per_second for r in runs if r.bench and r.bench.samples_per_second]

@@ -1,40 +1,44 @@
-"""Runs to numbers: one long table of (row, task, metric, seed, value), the split check, mean ± std over seeds."""
+"""Runs to numbers: one long table of (row, task, metric, seed, value), the split check, mean ± std over seeds.
+
+What a task reports (its metrics, their order and titles, its primary metric) and where a model's row goes are
+read from the task and model registries, so a new task or model appears in every report without edits here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from harness.errors import VlbenchError
 from harness.reports.collect import RunInfo
+from harness.tasks import TASKS
+from harness.tasks.base import Metric, Task
 
-TASK_ORDER = ("vqa", "nlvr2", "retrieval")
-ANSWER_TYPE_ORDER = ("yes/no", "number", "other")
-RETRIEVAL_KEYS = ("tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "rsum")
-PRIMARY_METRIC = {"vqa": "overall", "nlvr2": "accuracy", "retrieval": "rsum"}
-METRIC_TITLES = {
-    "overall": "overall", "accuracy": "acc", "consistency": "cons", "tr_r1": "TR R@1", "tr_r5": "TR R@5",
-    "tr_r10": "TR R@10", "ir_r1": "IR R@1", "ir_r5": "IR R@5", "ir_r10": "IR R@10", "rsum": "RSUM",
-}
-TASK_TITLES = {"vqa": "VQA v2", "nlvr2": "NLVR2", "retrieval": "Retrieval"}
+
+def task_class(name: str) -> type[Task]:
+    """The registered task ``name`` (one-line error for a task this vlbench does not know)."""
+    return TASKS.get(name)
+
+
+def task_order(names: Iterable[str]) -> list[str]:
+    """Tasks in table order (each task's ``report_order``, then name)."""
+    return sorted(set(names), key=lambda name: (task_class(name).report_order, name))
+
+
+def tabulated(task: str, metrics: dict) -> dict[Metric, float]:
+    """The tabulated metrics of one split's metrics dict (keys of ``vlbench score``), in table order."""
+    return task_class(task).tabulate(metrics)
 
 
 def task_metrics(task: str, metrics: dict) -> dict[str, float]:
-    """The tabulated metrics of one split's metrics dict (keys of ``vlbench score``), in table order."""
-    out: dict[str, float] = {}
-    if task == "vqa":
-        if "overall" in metrics:
-            out["overall"] = metrics["overall"]
-        per_type = metrics.get("perAnswerType") or {}
-        for name in [*ANSWER_TYPE_ORDER, *sorted(set(per_type) - set(ANSWER_TYPE_ORDER))]:
-            if name in per_type:
-                out[name] = per_type[name]
-    elif task == "nlvr2":
-        out.update({k: metrics[k] for k in ("accuracy", "consistency") if k in metrics})
-    elif task == "retrieval":
-        out.update({k: metrics[k] for k in RETRIEVAL_KEYS if k in metrics})
-    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float))}
+    """:func:`tabulated` by metric name (the long table's ``metric`` column)."""
+    return {metric.name: value for metric, value in tabulated(task, metrics).items()}
+
+
+def metric_title(task: str, name: str) -> str:
+    return next((m.title for m in task_class(task).metrics if m.name == name), name)
 
 
 def check_splits(runs: list[RunInfo], split: str, allow: bool) -> list[str]:
@@ -110,7 +114,13 @@ def aggregate(frame: pd.DataFrame) -> Aggregate:
 
 
 def row_order(runs: list[RunInfo]) -> list[str]:
-    """Rows in a stable, meaningful order: pixel models first, then grid, region, the text floor."""
-    order = {"pixelbert": 0, "soho": 1, "grid": 2, "region": 3, "textonly": 4}
+    """Rows in a stable, meaningful order: each model's ``report_order`` (pixel models first, the text floor
+    last); a model this vlbench does not know goes after the known ones."""
+    from harness.models import MODELS
+
     labels = {r.label: r.model for r in runs}
-    return sorted(labels, key=lambda label: (order.get(labels[label], 9), label))
+
+    def order(model: str) -> int:
+        return MODELS.get(model).report_order if model in MODELS else 1000
+
+    return sorted(labels, key=lambda label: (order(labels[label]), label))

@@ -112,7 +112,10 @@ def read_bench(path: Path, model: str | None = None, raw: Any = None) -> BenchIn
             raise VlbenchError(f"{path}: has no measurements of model {model!r}")
         block = found
     sps = _number(_dig(block, "inference.samples_per_second"))
-    images_per_sample = 2.0 if raw.get("task") == "nlvr2" else 1.0
+    from harness.tasks import TASKS
+
+    task = raw.get("task")
+    images_per_sample = float(TASKS.get(task).images_per_sample) if isinstance(task, str) and task in TASKS else 1.0
     ms_image = 1000.0 / (sps * images_per_sample) if sps else None
     encoder = _dig(block, "split.visual_encoder.name")
     batch = _dig(raw, "batch_size")

@@ -18,12 +18,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from harness.fileio import write_bytes  # noqa: E402
-from harness.reports.aggregate import (  # noqa: E402
-    ANSWER_TYPE_ORDER,
-    PRIMARY_METRIC,
-    TASK_TITLES,
-    Aggregate,
-)
+from harness.reports.aggregate import Aggregate, task_class, task_order  # noqa: E402
 from harness.reports.tables import Speed  # noqa: E402
 
 
@@ -31,10 +26,23 @@ def _throughput_label(value: float, _position: int) -> str:
     return f"{value / 1000:g}k" if value >= 1000 else f"{value:g}"
 
 
-_MODEL_COLOURS = {"pixelbert": "#1f77b4", "soho": "#2ca02c", "grid": "#9467bd", "region": "#d62728",
-                  "textonly": "#7f7f7f"}
 _OTHER = ["#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-_UNITS = {"vqa": "VQA accuracy (%)", "nlvr2": "NLVR2 accuracy (%)", "retrieval": "RSUM (sum of six recalls, %)"}
+
+
+def _model_colour(model: str) -> str | None:
+    """The model's own colour (its recipe's ``colour``), None for a model without one."""
+    from harness.models import MODELS
+
+    return MODELS.get(model).colour if model in MODELS else None
+
+
+def _primary(task: str) -> str:
+    return task_class(task).primary().name
+
+
+def _axis(task: str) -> str:
+    cls = task_class(task)
+    return cls.primary().axis or f"{cls.title} {cls.primary().title} (%)"
 
 
 def colours(labels: list[str], models: dict[str, str]) -> dict[str, tuple]:
@@ -45,7 +53,7 @@ def colours(labels: list[str], models: dict[str, str]) -> dict[str, tuple]:
     for label in labels:
         by_model.setdefault(models[label], []).append(label)
     for model, group in by_model.items():
-        base = np.array(matplotlib.colors.to_rgb(_MODEL_COLOURS.get(model) or next(spare)))
+        base = np.array(matplotlib.colors.to_rgb(_model_colour(model) or next(spare)))
         for i, label in enumerate(group):
             shade = 0.0 if len(group) == 1 else (i / (len(group) - 1) - 0.5) * 0.6  # -0.3 .. +0.3
             rgb = base + (1 - base) * shade if shade > 0 else base * (1 + shade)
@@ -66,12 +74,12 @@ def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
 
 def task_bars(agg: Aggregate, long: pd.DataFrame, labels: list[str], colour: dict, out: Path) -> list[Path]:
     """Main metric per task: bar = mean over seeds, error bar = sample std, dots = individual seeds."""
-    tasks = [t for t in ("vqa", "nlvr2", "retrieval") if (agg.frame.task == t).any()]
+    tasks = task_order(agg.frame.task)
     if not tasks:
         return []
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.3 * len(tasks), 3.0), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        metric = PRIMARY_METRIC[task]
+        metric = _primary(task)
         shown = [label for label in labels if agg.cell(label, task, metric) is not None]
         for x, label in enumerate(shown):
             cell = agg.cell(label, task, metric)
@@ -81,8 +89,8 @@ def task_bars(agg: Aggregate, long: pd.DataFrame, labels: list[str], colour: dic
             jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
             ax.scatter(x + jitter, values, s=10, color="black", zorder=3, label="seeds" if x == 0 else None)
         ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right", fontsize=8)
-        ax.set_ylabel(_UNITS[task])
-        ax.set_title(TASK_TITLES[task])
+        ax.set_ylabel(_axis(task))
+        ax.set_title(task_class(task).title)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, out, "task_bars")
@@ -90,7 +98,8 @@ def task_bars(agg: Aggregate, long: pd.DataFrame, labels: list[str], colour: dic
 
 def answer_type_bars(agg: Aggregate, labels: list[str], colour: dict, out: Path) -> list[Path]:
     vqa = agg.frame[agg.frame.task == "vqa"]
-    types = [t for t in ANSWER_TYPE_ORDER if (vqa.metric == t).any()]
+    declared = [m.name for m in task_class("vqa").metrics if m.name != "overall"]
+    types = [t for t in declared if (vqa.metric == t).any()]
     types += sorted(set(vqa.metric) - set(types) - {"overall"})
     shown = [label for label in labels if (vqa.label == label).any()]
     if not types or not shown:
@@ -142,10 +151,10 @@ def recall_curves(agg: Aggregate, labels: list[str], colour: dict, out: Path) ->
 
 def pareto(agg: Aggregate, labels: list[str], speed: dict[str, Speed], colour: dict, out: Path) -> list[Path]:
     """Accuracy vs images/s per task, the Pareto front (faster and better) drawn; needs bench.json speeds."""
-    tasks = [t for t in ("vqa", "nlvr2", "retrieval") if (agg.frame.task == t).any()]
+    tasks = task_order(agg.frame.task)
     panels = []
     for task in tasks:
-        points = [(label, speed[label].images_per_second, agg.cell(label, task, PRIMARY_METRIC[task]))
+        points = [(label, speed[label].images_per_second, agg.cell(label, task, _primary(task)))
                   for label in labels if label in speed and speed[label].images_per_second]
         points = [(label, x, cell) for label, x, cell in points if cell is not None]
         if points:
@@ -171,8 +180,8 @@ def pareto(agg: Aggregate, labels: list[str], speed: dict[str, Speed], colour: d
         ax.xaxis.set_major_formatter(FuncFormatter(_throughput_label))
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("inference throughput (images/s, log scale)")
-        ax.set_ylabel(_UNITS[task])
-        ax.set_title(TASK_TITLES[task])
+        ax.set_ylabel(_axis(task))
+        ax.set_title(task_class(task).title)
         ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     return _save(fig, out, "accuracy_vs_speed")

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from harness.reports.aggregate import task_class
 from harness.reports.collect import RunInfo
 
 ALPHA = 0.05
@@ -144,7 +145,8 @@ def compare_pair(task: str, a: list[RunInfo], b: list[RunInfo], split: str,
         return [], "per-example results missing or on different examples"
     da, db = data[: len(a)], data[len(a):]
     rows: list[dict] = []
-    if task == "nlvr2":
+    test = task_class(task).significance
+    if test == "mcnemar":
         tests = []
         for ra, rb in _seed_pairs(a, b):
             pa, pb = ra.per_example(split), rb.per_example(split)
@@ -155,10 +157,10 @@ def compare_pair(task: str, a: list[RunInfo], b: list[RunInfo], split: str,
         rows.append({"metric": "accuracy", "diff": diff, "ci_low": None, "ci_high": None, "p_value": worst.p_value,
                      "test": "McNemar exact", "significant": worst.p_value < ALPHA,
                      "detail": f"discordant {worst.a_only}/{worst.b_only}, {len(tests)} seed pair(s), max p"})
-    elif task == "vqa":
+    elif test == "bootstrap":
         va = np.mean([np.asarray(d["values"], dtype=float) for d in da], axis=0)
         vb = np.mean([np.asarray(d["values"], dtype=float) for d in db], axis=0)
-        groups = {"overall": np.ones(len(va), dtype=bool)}
+        groups = {task_class(task).primary().name: np.ones(len(va), dtype=bool)}
         types = da[0].get("answer_types")
         if types is not None and all(d.get("answer_types") == types for d in data):
             types = np.asarray([str(t) for t in types])
@@ -168,7 +170,7 @@ def compare_pair(task: str, a: list[RunInfo], b: list[RunInfo], split: str,
                 continue
             diff, low, high = bootstrap_ratio_diff(va[mask], vb[mask], np.ones(int(mask.sum())), resamples)
             rows.append(_interval_row(metric, diff, low, high, "paired bootstrap"))
-    elif task == "retrieval":
+    elif test == "bootstrap_images":
         try:
             units_a = [retrieval_units(d) for d in da]
             units_b = [retrieval_units(d) for d in db]
@@ -181,6 +183,8 @@ def compare_pair(task: str, a: list[RunInfo], b: list[RunInfo], split: str,
         for metric, (diff, low, high) in bootstrap_retrieval(mean_units(units_a), mean_units(units_b),
                                                              resamples).items():
             rows.append(_interval_row(metric, diff, low, high, "paired bootstrap (images)"))
+    else:
+        return [], f"no paired test named {test!r} (task {task!r})"
     return rows, None
 
 

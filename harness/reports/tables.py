@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from harness.reports.aggregate import METRIC_TITLES, TASK_ORDER, TASK_TITLES, Aggregate
+from harness.reports.aggregate import Aggregate, metric_title, task_class, task_order
 from harness.reports.collect import BenchInfo, Collection
 from harness.reports.significance import ALPHA
 
@@ -58,15 +58,19 @@ def speeds(collection: Collection, labels: list[str]) -> tuple[dict[str, Speed],
 
 
 def columns(agg: Aggregate) -> list[tuple[str, str]]:
-    """(task, metric) pairs present, in the fixed table order."""
+    """(task, metric) pairs present, in table order: tasks by their ``report_order``, metrics as each task
+    declares them (further ones, e.g. a dataset's own VQA answer types, after them by name)."""
     present = agg.frame[["task", "metric"]].drop_duplicates()
     out = []
-    for task in TASK_ORDER:
+    for task in task_order(present.task):
         metrics = present[present.task == task].metric.tolist()
-        order = {"vqa": ["overall", "yes/no", "number", "other"], "nlvr2": ["accuracy", "consistency"],
-                 "retrieval": ["tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "rsum"]}[task]
-        out += [(task, m) for m in sorted(metrics, key=lambda m: order.index(m) if m in order else len(order))]
+        order = [m.name for m in task_class(task).metrics]
+        out += [(task, m) for m in sorted(metrics, key=lambda m: (order.index(m) if m in order else len(order), m))]
     return out
+
+
+def _higher_is_better(task: str, metric: str) -> bool:
+    return next((m.higher_is_better for m in task_class(task).metrics if m.name == metric), True)
 
 
 def _significant(pairs: pd.DataFrame, task: str, metric: str, x: str, y: str) -> bool | None:
@@ -116,7 +120,8 @@ def build_table(agg: Aggregate, labels: list[str], pairs: pd.DataFrame, speed: d
             seeds[(label, task)] = int(row["n"])
         if not present:
             continue
-        best = max(present, key=lambda label: present[label].mean)
+        sign = 1.0 if _higher_is_better(task, metric) else -1.0
+        best = max(present, key=lambda label: sign * present[label].mean)
         present[best].best = len(present) > 1  # bold only when there is something to beat
         for label, cell in present.items():
             verdict = _significant(pairs, task, metric, label, best) if label != best else None
@@ -178,8 +183,9 @@ def display_frame(table: Table, style: str) -> pd.DataFrame:
     """Strings with a (group, column) MultiIndex header, for rendering."""
     header: list[tuple[str, str]] = []
     for task in table.tasks:
-        header += [(TASK_TITLES[task], METRIC_TITLES.get(m, m)) for t, m in table.columns if t == task]
-        header.append((TASK_TITLES[task], "n"))
+        title = task_class(task).title
+        header += [(title, metric_title(task, m)) for t, m in table.columns if t == task]
+        header.append((title, "n"))
     has_speed = bool(table.speed)
     if has_speed:
         header += [(SPEED, "img/s"), (SPEED, "ms/img")]

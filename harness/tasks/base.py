@@ -1,4 +1,10 @@
-"""The interface every task implements; the training loop and ``run``/``eval`` talk only to this."""
+"""The interface every task implements; the training loop, ``run``/``eval``, ``bench`` and the reports talk only
+to this.
+
+A task declares its metrics (:class:`Metric`: where each number sits in the metrics dict, its title, which way
+is better; the selection metric is the primary one), the significance test its per-example results support, and
+its preset budget adjustments, so ``compare``, ``check`` and ``bench`` read that instead of naming tasks.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,35 @@ from harness.batches import ImageTensors, TextBatcher
 from harness.data.compact import worker_shared
 from harness.data.spec import DatasetSpec
 from harness.errors import VlbenchError
+from harness.runtime import Runtime
 from harness.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported number of a task: ``key`` is its path in the metrics dict (``("perAnswerType", "yes/no")``)."""
+
+    key: tuple[str, ...]
+    title: str
+    higher_is_better: bool = True
+    axis: str | None = None
+    """A plot axis label with its unit (default: the task's title, this title and %)."""
+
+    @property
+    def name(self) -> str:
+        """Its name in tables, plots and the long table of ``compare`` (the last part of the key)."""
+        return self.key[-1]
+
+    @property
+    def path(self) -> str:
+        """Its dotted name in baselines (``perAnswerType.yes/no``)."""
+        return ".".join(self.key)
+
+    def read(self, metrics: dict[str, Any]) -> float | None:
+        value: Any = metrics
+        for part in self.key:
+            value = value.get(part) if isinstance(value, dict) else None
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @dataclass
@@ -37,8 +71,25 @@ class Evaluation:
 
 class Task(ABC):
     name: ClassVar[str]
+    title: ClassVar[str]
+    """How reports name the task (``VQA v2``)."""
     selection_metric: ClassVar[str]
-    """Key of ``metrics`` used to pick the best checkpoint on the validation split (higher is better)."""
+    """Key of ``metrics`` used to pick the best checkpoint on the validation split (higher is better); the
+    task's primary metric in reports."""
+    metrics: ClassVar[tuple[Metric, ...]]
+    """The tabulated metrics, in table order (keys of ``vlbench score <task>``)."""
+    open_group: ClassVar[str | None] = None
+    """A nested metrics dict whose further keys are tabulated too, after the declared ones (VQA's
+    ``perAnswerType``: a dataset's own answer types)."""
+    significance: ClassVar[str]
+    """The paired test ``compare`` runs on this task's per-example results (harness/reports/significance.py)."""
+    images_per_sample: ClassVar[int] = 1
+    """Images one example feeds the model (NLVR2: 2), for ms per image from samples per second."""
+    report_order: ClassVar[int] = 50
+    """Where the task's columns go in comparison tables."""
+    preset_overrides: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Per preset, what this task changes in the training config to fit the preset's budget (every model on the
+    task gets the same, which is what fairness needs)."""
     pretrained_head: ClassVar[str | None] = None
     """The pre-training head (``itm``, ...) whose weights this task's head starts from under ``run --init``,
     when the checkpoint has it; None = the head always starts fresh."""
@@ -60,6 +111,23 @@ class Task(ABC):
     @classmethod
     def accepted_spec_tasks(cls) -> tuple[str, ...]:
         return (cls.name,)
+
+    @classmethod
+    def tabulate(cls, metrics: dict[str, Any]) -> dict[Metric, float]:
+        """The tabulated numbers of one split's metrics dict, in table order."""
+        out = {m: v for m in cls.metrics if (v := m.read(metrics)) is not None}
+        if cls.open_group is not None:
+            group = metrics.get(cls.open_group)
+            declared = {m.key for m in cls.metrics}
+            for name in sorted(group) if isinstance(group, dict) else []:
+                extra = Metric((cls.open_group, name), name)
+                if extra.key not in declared and (v := extra.read(metrics)) is not None:
+                    out[extra] = v
+        return out
+
+    @classmethod
+    def primary(cls) -> Metric:
+        return next(m for m in cls.metrics if m.key == (cls.selection_metric,))
 
     def examples(self, split: str) -> Sequence:
         if split not in self._examples:
@@ -104,6 +172,10 @@ class Task(ABC):
     def restore_state(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Take back what :meth:`state` returned (from a checkpoint)."""
 
+    def use_rerank(self, rerank: Any) -> None:
+        """``eval --rerank-k``: score only a first stage's top-k candidates (tasks that rank override this)."""
+        raise VlbenchError(f"re-ranking (--rerank-k) applies only to ranking tasks; {self.name!r} is not one")
+
     # --- training ---------------------------------------------------------------------------------------
     def train_size(self) -> int:
         return len(self.examples("train"))
@@ -116,5 +188,14 @@ class Task(ABC):
 
     # --- evaluation -------------------------------------------------------------------------------------
     @abstractmethod
-    def evaluate(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
-                 progress: bool = True) -> Evaluation: ...
+    def inference_inputs(self, examples: Sequence) -> tuple[list[Path], list[str]]:
+        """Image paths and texts of one evaluation forward pass over ``examples`` (what ``bench`` times)."""
+
+    def inference_logits(self, head: nn.Module, pooled: torch.Tensor, examples: int) -> torch.Tensor:
+        """The head on the pooled outputs of :meth:`inference_inputs` for ``examples`` examples."""
+        return head(pooled)
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module, head: nn.Module, split: str, runtime: Runtime,
+                 progress: bool = True) -> Evaluation:
+        """Predict ``split`` on ``runtime.device`` under ``runtime.autocast()``; score it when it has labels."""

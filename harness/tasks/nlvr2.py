@@ -6,6 +6,7 @@ Predictions are the official CSV (``identifier,True|False``); accuracy and consi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,9 @@ from harness.distributed import gather_concat, is_main, shard
 from harness.errors import VlbenchError
 from harness.fileio import write_text
 from harness.metrics.nlvr2 import nlvr2_per_example_correct, nlvr2_scores
+from harness.runtime import Runtime
 from harness.tasks import TASKS
-from harness.tasks.base import Evaluation, Task
-from harness.training.precision import autocast
+from harness.tasks.base import Evaluation, Metric, Task
 from pixelbert.heads import Nlvr2Head
 
 
@@ -39,7 +40,12 @@ def pair_logits(model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> tor
 @TASKS.register("nlvr2")
 class Nlvr2Task(Task):
     name = "nlvr2"
+    title = "NLVR2"
     selection_metric = "accuracy"
+    metrics = (Metric(("accuracy",), "acc", axis="NLVR2 accuracy (%)"), Metric(("consistency",), "cons"))
+    significance = "mcnemar"
+    images_per_sample = 2
+    report_order = 10
 
     def load_split(self, split: str) -> list[Nlvr2Example]:
         return load_nlvr2_split(self.spec, split)
@@ -52,6 +58,13 @@ class Nlvr2Task(Task):
 
     def texts(self, split: str) -> list[str]:
         return [e.sentence for e in self.examples(split)]
+
+    def inference_inputs(self, examples: Sequence[Nlvr2Example]) -> tuple[list[Path], list[str]]:
+        # One pass per (image, statement): 2B images, the statement repeated (as pair_logits does).
+        return [e.left_image for e in examples] + [e.right_image for e in examples], [e.sentence for e in examples] * 2
+
+    def inference_logits(self, head: nn.Module, pooled: torch.Tensor, examples: int) -> torch.Tensor:
+        return head(pooled[:examples], pooled[examples:])
 
     def summary(self, split: str) -> dict[str, Any]:
         examples = self.examples(split)
@@ -81,7 +94,7 @@ class Nlvr2Task(Task):
         return F.cross_entropy(pair_logits(model, head, batch).float(), batch["labels"])
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
+    def evaluate(self, model: nn.Module, head: nn.Module, split: str, runtime: Runtime,
                  progress: bool = True) -> Evaluation:
         model.eval()
         head.eval()
@@ -91,8 +104,8 @@ class Nlvr2Task(Task):
         predicted: list[bool] = []
         for start in tqdm(range(0, len(local), size), desc=f"nlvr2 {split}", disable=not progress or not is_main(),
                           leave=False, unit="batch"):
-            batch = {k: v.to(device) for k, v in self._batch(local[start:start + size]).items()}
-            with autocast(device):
+            batch = {k: v.to(runtime.device) for k, v in self._batch(local[start:start + size]).items()}
+            with runtime.autocast():
                 logits = pair_logits(model, head, batch)
             predicted += logits.float().argmax(dim=1).bool().tolist()
         predicted = gather_concat(predicted)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,10 @@ from harness.data.karpathy import RetrievalImage, load_karpathy_split
 from harness.distributed import gather_concat, is_main, shard_range, world_size
 from harness.fileio import write_bytes
 from harness.metrics.retrieval import retrieval_per_query_ranks, retrieval_recall
+from harness.runtime import Runtime
 from harness.tasks import TASKS
-from harness.tasks.base import Evaluation, Task
+from harness.tasks.base import Evaluation, Metric, Task
 from harness.tasks.rerank import Rerank, candidate_mask, merge_scores
-from harness.training.precision import autocast
 from pixelbert.heads import ItmHead
 from pixelbert.visual import VisualTokens
 
@@ -47,10 +48,22 @@ def match_score(model: nn.Module, head: nn.Module, ids: torch.Tensor, mask: torc
 @TASKS.register("retrieval")
 class RetrievalTask(Task):
     name = "retrieval"
+    title = "Retrieval"
     selection_metric = "rsum"
+    metrics = (*(Metric((key,), title) for key, title in (
+        ("tr_r1", "TR R@1"), ("tr_r5", "TR R@5"), ("tr_r10", "TR R@10"), ("ir_r1", "IR R@1"), ("ir_r5", "IR R@5"),
+        ("ir_r10", "IR R@10"))), Metric(("rsum",), "RSUM", axis="RSUM (sum of six recalls, %)"))
+    significance = "bootstrap_images"
+    report_order = 20
+    # Scoring every val image against every val caption (100 x 500 cross-encoder passes) costs about as much as
+    # an epoch of training, so the tiny budget validates once, after the last epoch (2 epochs stay at chance).
+    preset_overrides = {"tiny": {"epochs": 4, "eval_every": 4}}
     pretrained_head = "itm"  # the same image-text matching classifier: fine-tuning continues it (Pixel-BERT)
     rerank: Rerank | None = None
     """Set by ``eval --rerank-k``: score only a first stage's top-k candidates (large splits)."""
+
+    def use_rerank(self, rerank: Rerank) -> None:
+        self.rerank = rerank
 
     @classmethod
     def accepted_spec_tasks(cls) -> tuple[str, ...]:
@@ -67,6 +80,9 @@ class RetrievalTask(Task):
 
     def texts(self, split: str) -> list[str]:
         return [c for image in self.examples(split) for c in image.captions]
+
+    def inference_inputs(self, examples: Sequence[RetrievalImage]) -> tuple[list[Path], list[str]]:
+        return [e.path for e in examples], [e.captions[0] for e in examples]  # one ITM pair per image
 
     def summary(self, split: str) -> dict[str, Any]:
         images = self.examples(split)
@@ -139,13 +155,14 @@ class RetrievalTask(Task):
                 for i in range(0, len(order), size)]
 
     @torch.no_grad()
-    def score_matrix(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
+    def score_matrix(self, model: nn.Module, head: nn.Module, split: str, runtime: Runtime,
                      progress: bool = True, candidates: np.ndarray | None = None) -> np.ndarray:
         """ITM log-odds for every (image, caption) pair of the split: [n_images, n_captions].
 
         ``candidates`` ([n_images, n_captions] bool, re-ranking): score only those pairs, leave the rest 0."""
         model.eval()
         head.eval()
+        device = runtime.device
         every_image = self.examples(split)
         rows = shard_range(len(every_image))  # several processes: each scores its rows, gathered in order below
         images = every_image[rows.start:rows.stop]
@@ -161,7 +178,7 @@ class RetrievalTask(Task):
         image_block = max(1, self.config.eval_batch_size // 8)
         for start in range(0, len(images), image_block):
             block = images[start:start + image_block]
-            with autocast(device):
+            with runtime.autocast():
                 visual = model.encode_images(self.images.batch([i.path for i in block]).to(device))
             for offset in range(len(block)):
                 for columns, tokens in batches:
@@ -173,24 +190,24 @@ class RetrievalTask(Task):
                         picked = torch.from_numpy(np.flatnonzero(keep)).to(device)
                         columns, ids, mask = columns[keep], ids[picked], mask[picked]
                     index = torch.full((len(columns),), offset, device=device)
-                    with autocast(device):
+                    with runtime.autocast():
                         logits = match_score(model, head, ids, mask, visual.index(index)).float()
                     scores[start + offset, columns] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
                     bar.update(len(columns))
         bar.close()
         return np.stack(gather_concat(list(scores))) if world_size() > 1 else scores
 
-    def evaluate(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
+    def evaluate(self, model: nn.Module, head: nn.Module, split: str, runtime: Runtime,
                  progress: bool = True) -> Evaluation:
         images = self.examples(split)
         per_image = [len(i.captions) for i in images]
         info: dict[str, Any] = {}
         if self.rerank is None:
-            scores = self.score_matrix(model, head, split, device, progress)
+            scores = self.score_matrix(model, head, split, runtime, progress)
         else:
             self.rerank.check_shape(len(images), sum(per_image))
             candidates = candidate_mask(self.rerank.first_stage, self.rerank.k)
-            rescored = self.score_matrix(model, head, split, device, progress, candidates=candidates)
+            rescored = self.score_matrix(model, head, split, runtime, progress, candidates=candidates)
             scores = merge_scores(self.rerank.first_stage, candidates, rescored)
             info["rerank"] = {"k": self.rerank.k, "first_stage": self.rerank.source,
                               "pairs_scored": int(candidates.sum()), "pairs": int(candidates.size)}

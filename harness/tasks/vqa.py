@@ -6,6 +6,7 @@ optimises the metric that is reported. Predictions are the official results list
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,22 @@ from harness.distributed import gather_concat, is_main, shard
 from harness.errors import VlbenchError
 from harness.fileio import read_json, write_json
 from harness.metrics.vqa import vqa_evaluate, vqa_per_question_accuracy
+from harness.runtime import Runtime
 from harness.tasks import TASKS
-from harness.tasks.base import Evaluation, Task
-from harness.training.precision import autocast
+from harness.tasks.base import Evaluation, Metric, Task
 from pixelbert.heads import VqaHead
 
 
 @TASKS.register("vqa")
 class VqaTask(Task):
     name = "vqa"
+    title = "VQA v2"
     selection_metric = "overall"
+    metrics = (Metric(("overall",), "overall", axis="VQA accuracy (%)"), *(Metric(("perAnswerType", t), t) for t in ("yes/no", "number",
+                                                                                           "other")))
+    open_group = "perAnswerType"
+    significance = "bootstrap"
+    report_order = 0
 
     def restore_state(self, state: dict[str, Any]) -> None:
         self.answers: list[str] = list(state.get("answers", []))
@@ -52,6 +59,9 @@ class VqaTask(Task):
 
     def texts(self, split: str) -> list[str]:
         return [e.question for e in self.examples(split)]
+
+    def inference_inputs(self, examples: Sequence[VqaExample]) -> tuple[list[Path], list[str]]:
+        return [e.image_path for e in examples], [e.question for e in examples]
 
     def prepare_training(self) -> None:
         train = self.examples("train")
@@ -91,7 +101,7 @@ class VqaTask(Task):
         return F.binary_cross_entropy_with_logits(logits, batch["targets"], reduction="mean") * logits.shape[1]
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, head: nn.Module, split: str, device: torch.device,
+    def evaluate(self, model: nn.Module, head: nn.Module, split: str, runtime: Runtime,
                  progress: bool = True) -> Evaluation:
         model.eval()
         head.eval()
@@ -102,9 +112,9 @@ class VqaTask(Task):
         for start in tqdm(range(0, len(local), size), desc=f"vqa {split}", disable=not progress or not is_main(),
                           leave=False, unit="batch"):
             chunk = local[start:start + size]
-            images = self.images.batch([e.image_path for e in chunk]).to(device)
-            text = {k: v.to(device) for k, v in self.text([e.question for e in chunk]).items()}
-            with autocast(device):
+            images = self.images.batch([e.image_path for e in chunk]).to(runtime.device)
+            text = {k: v.to(runtime.device) for k, v in self.text([e.question for e in chunk]).items()}
+            with runtime.autocast():
                 logits = head(model(text["input_ids"], text["attention_mask"], images).pooled)
             answers += [self.answers[i] for i in logits.float().argmax(dim=1).tolist()]
         answers = gather_concat(answers)

@@ -80,17 +80,12 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     ),
 }
 
-# What one task changes in a preset to fit that preset's budget. Fairness is between models on the same task,
-# which all get the same config; tasks may differ, as the papers' per-task recipes do.
-TASK_PRESET_OVERRIDES: dict[tuple[str, str], dict[str, Any]] = {
-    # Scoring every val image against every val caption (100 x 500 cross-encoder passes) costs about as much as
-    # an epoch of training, so the tiny budget validates once, after the last epoch (2 epochs stay at chance).
-    ("tiny", "retrieval"): {"epochs": 4, "eval_every": 4},
-}
-
-
 def train_preset(preset: str, task: str) -> TrainConfig:
-    """The training config of ``preset`` for ``task`` (the preset plus the task's budget adjustments)."""
+    """The training config of ``preset`` for ``task``: the preset plus what the task changes to fit the preset's
+    budget (its ``preset_overrides``). Fairness is between models on the same task, which all get the same
+    config; tasks may differ, as the papers' per-task recipes do."""
+    from harness.tasks import TASKS  # tasks import this module
+
     if preset not in TRAIN_PRESETS:
         raise VlbenchError(f"unknown preset {preset!r} (known: {', '.join(TRAIN_PRESETS)})")
-    return TRAIN_PRESETS[preset].with_overrides(**TASK_PRESET_OVERRIDES.get((preset, task), {}))
+    return TRAIN_PRESETS[preset].with_overrides(**TASKS.get(task).preset_overrides.get(preset, {}))

@@ -21,11 +21,11 @@ from tqdm import tqdm
 from harness.batches import to_device
 from harness.distributed import data_parallel, is_main, rank, sync_buffers, world_size
 from harness.errors import VlbenchError
+from harness.runtime import Runtime
 from harness.tasks.base import Evaluation, Task
 from harness.training.config import TrainConfig
 from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
 from harness.training.phases import NO_PHASES, NoPhases
-from harness.training.precision import autocast
 from harness.training.resume import Position, ResumeFile, RngSnapshot
 
 
@@ -110,7 +110,7 @@ def train(
     head: nn.Module,
     task: Task,
     config: TrainConfig,
-    device: torch.device,
+    runtime: Runtime,
     generator: torch.Generator,
     on_best: Callable[[int, dict[str, Any]], None],
     cnn: nn.Module | None = None,
@@ -132,7 +132,7 @@ def train(
     batch_sampler = SkippingBatchSampler(sampler, config.batch_size)
     loader = DataLoader(
         indices, batch_sampler=batch_sampler, generator=generator if world_size() == 1 else None,
-        collate_fn=task.collate_train, num_workers=config.num_workers, pin_memory=device.type == "cuda",
+        collate_fn=task.collate_train, num_workers=config.num_workers, pin_memory=runtime.device.type == "cuda",
         persistent_workers=config.num_workers > 0,
     )
     objective: nn.Module = TrainingObjective(model, head, task)
@@ -187,9 +187,9 @@ def train(
         try:
             for index in range(skip, len(loader)):
                 with phases("data"):  # collation (image decode/resize, tokenisation, targets), copy to device
-                    batch = to_device(next(batches), device)
+                    batch = to_device(next(batches), runtime.device)
                 with phases("compute"):
-                    with autocast(device):
+                    with runtime.autocast():
                         loss = objective(batch)
                     if not torch.isfinite(loss):
                         raise NonFiniteLoss(
@@ -227,7 +227,7 @@ def train(
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             sync_buffers(model)  # every rank scores its shard with the BatchNorm statistics the checkpoint keeps
             with phases("evaluate"):
-                evaluation = task.evaluate(model, head, "val", device, progress=progress)
+                evaluation = task.evaluate(model, head, "val", runtime, progress=progress)
             value = evaluation.metrics[task.selection_metric] if evaluation.metrics else None
             record["val"] = evaluation.metrics
             if value is not None and (result.best_val is None or value > result.best_val):

@@ -3,7 +3,8 @@
 ``--precision auto`` (the default) means bf16 autocast on CUDA (no loss scaling needed) and on CPUs with native
 bf16 matrix instructions (AVX512-BF16 or AMX: about 3x faster cross-encoder passes than fp32 on this project's
 2-core EPYC), fp32 on other CPUs, where emulated bf16 would be slower. ``fp32`` / ``bf16`` force a choice. The
-choice is per process (one run = one process), recorded in ``run.json`` as ``config.precision``.
+choice travels with the command's :class:`harness.runtime.Runtime` and is recorded in ``run.json`` as
+``config.precision``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from harness.errors import VlbenchError
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _NATIVE_BF16_FLAGS = {"avx512_bf16", "amx_bf16"}
-_chosen: str | None = None  # set by use_precision(); None = auto
 
 
 @functools.cache
@@ -43,27 +43,8 @@ def resolve_precision(choice: str, device: torch.device) -> str:
     return "fp32"
 
 
-def use_precision(choice: str, device: torch.device) -> str:
-    """Make ``choice`` this process's precision; returns its recorded name (``bf16-autocast`` / ``fp32``)."""
-    global _chosen
-    _chosen = resolve_precision(choice, device)
-    return precision_name(device)
-
-
-def _effective(device: torch.device) -> str:
-    return _chosen if _chosen is not None else resolve_precision("auto", device)
-
-
-def uses_bf16(device: torch.device) -> bool:
-    """Whether this process runs ``device``'s matrix products under bf16 autocast."""
-    return _effective(device) == "bf16" and device.type in ("cuda", "cpu")
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    if uses_bf16(device):
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast on ``device`` when ``precision`` (as :func:`resolve_precision` returns it) is ``bf16``."""
+    if precision == "bf16" and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def precision_name(device: torch.device) -> str:
-    return "bf16-autocast" if uses_bf16(device) else "fp32"

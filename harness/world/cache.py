@@ -13,13 +13,9 @@ import sys
 from pathlib import Path
 
 from harness.errors import VlbenchError
+from harness.fileio import cache_root
 from harness.world.sizes import GENERATOR_VERSION, get_size
 from harness.world.synth import check_seed, generate_to_temp, read_world_info, same_world
-
-
-def cache_root() -> Path:
-    """``$VLBENCH_CACHE`` or ``~/.cache/vlbench``."""
-    return Path(os.environ.get("VLBENCH_CACHE") or "~/.cache/vlbench").expanduser()
 
 
 def world_path(size: str = "tiny", seed: int = 0) -> Path:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from pixelbert.config import DictionaryConfig, VisualConfig
-from pixelbert.pixel_encoder import PixelEncoder, sample_pixels
+from pixelbert.pixel_encoder import PixelEncoder
 from pixelbert.soho.mvm import mvm_mask
 from pixelbert.soho.visual_dictionary import VisualDictionary
 from pixelbert.visual import VisualTokens
@@ -52,11 +52,4 @@ class SohoEncoder(PixelEncoder):
         extra = self._position_embedding(rows, cols, images.device)
         if extra is not None:
             x = x + extra
-        tokens = VisualTokens(
-            features=p.dropout(x), mask=mask,
-            positions=torch.arange(rows * cols, device=images.device).expand(batch, -1),
-            codes=codes, masked=masked,
-        )
-        if self.training and self.pixel_sample:
-            tokens = sample_pixels(tokens, self.pixel_sample, self.sample_generator)
-        return tokens
+        return self.sample_tokens(VisualTokens.grid(p.dropout(x), codes=codes, masked=masked))
