@@ -92,3 +92,24 @@ def test_write_refreshes_a_baseline_that_the_runs_pass(tmp_path: Path) -> None:
     # seed 1 (50.0) is 5 points under the mean: beyond 3 -> regression; seed 2 passes.
     assert _check("--baseline", str(path), str(runs[1])).exit_code == 0
     assert _check("--baseline", str(path), str(runs[0])).exit_code == 1
+
+
+def test_tolerance_in_seed_standard_deviations(tmp_path: Path) -> None:
+    """--write --tolerance-std K records the seeds' std; check allows a drop of K std (or the points tolerance,
+    whichever is larger), so a noisy metric gets room and a steady one stays tight."""
+    runs = [_run(tmp_path, f"seed-{s}", right=r, seed=s) for s, r in ((1, 10), (2, 12), (3, 14))]  # 50, 60, 70
+    path = tmp_path / "std.yaml"
+    result = _check("--write", "--baseline", str(path), "--tolerance", "0", "--tolerance-std", "2", *map(str, runs))
+    assert result.exit_code == 0, result.output
+    overall = yaml.safe_load(path.read_text())["runs"][0]["metrics"]["overall"]
+    assert overall == {"value": 60.0, "tolerance": 0.0, "std": 10.0, "tolerance_std": 2.0}
+    assert _check("--baseline", str(path), str(runs[0])).exit_code == 0  # 50 >= 60 - 2 x 10
+    far = _run(tmp_path, "far", right=7, seed=4)  # 35 < 40
+    result = _check("--baseline", str(path), str(far))
+    assert result.exit_code == 1 and "allowed -20 (2 std)" in result.output
+    one_seed = _check("--write", "--baseline", str(tmp_path / "one.yaml"), "--tolerance-std", "2", str(runs[0]))
+    assert one_seed.exit_code == 2 and "at least two seeds" in one_seed.output
+    (tmp_path / "nostd.yaml").write_text(
+        "runs: [{model: pixelbert, task: vqa, metrics: {overall: {value: 50, tolerance_std: 2}}}]")
+    result = _check("--baseline", str(tmp_path / "nostd.yaml"), str(runs[0]))
+    assert result.exit_code == 2 and "needs the baseline's seed 'std'" in result.output

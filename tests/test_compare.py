@@ -14,12 +14,6 @@ from click.testing import CliRunner
 from compare_helpers import make_run, nlvr2_run, vqa_run
 
 from harness.cli.main import cli
-from harness.reports.significance import (
-    bootstrap_ratio_diff,
-    bootstrap_retrieval,
-    mcnemar_exact,
-    retrieval_units,
-)
 
 
 def _compare(*args: str) -> tuple[int, str, str]:
@@ -27,46 +21,7 @@ def _compare(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-# --- statistics ---------------------------------------------------------------------------------------------
-def test_mcnemar_exact_matches_hand_computed_binomial() -> None:
-    # 8 examples only A gets right, 2 only B: p = 2 * P(X <= 2 | n=10, 1/2) = 2 * (1 + 10 + 45) / 1024.
-    a = np.array([True] * 8 + [False] * 2 + [True] * 5 + [False] * 3)
-    b = np.array([False] * 8 + [True] * 2 + [True] * 5 + [False] * 3)
-    result = mcnemar_exact(a, b)
-    assert (result.a_only, result.b_only) == (8, 2)
-    assert result.p_value == pytest.approx(112 / 1024)
-    # 10 vs 0: p = 2 / 1024; no discordant pairs: p = 1.
-    assert mcnemar_exact(np.ones(10, bool), np.zeros(10, bool)).p_value == pytest.approx(2 / 1024)
-    assert mcnemar_exact(np.ones(5, bool), np.ones(5, bool)).p_value == 1.0
-
-
-def test_paired_bootstrap_is_seeded_and_separates_real_from_null_differences() -> None:
-    rng = np.random.default_rng(1)
-    base = rng.random(300)
-    same = bootstrap_ratio_diff(base, base.copy(), np.ones(300), resamples=2000)
-    assert same == (0.0, 0.0, 0.0)
-    better = np.clip(base + 0.2, 0, 1)
-    diff, low, high = bootstrap_ratio_diff(better, base, np.ones(300), resamples=2000)
-    assert diff == pytest.approx(100 * (better - base).mean())
-    assert 0 < low < diff < high
-    assert bootstrap_ratio_diff(better, base, np.ones(300), resamples=2000) == (diff, low, high)  # reproducible
-
-
-def test_retrieval_bootstrap_groups_captions_by_image() -> None:
-    # 2 images x 2 captions; ranks 0-based: image 0's best caption at rank 0, image 1's at rank 6.
-    per_example = {"tr_best_rank": [0, 6], "ir_rank": [0, 1, 0, 3], "captions_per_image": [2, 2]}
-    tr, ir, counts = retrieval_units(per_example)
-    assert tr.tolist() == [[1, 1, 1], [0, 0, 1]]            # hits at K = 1, 5, 10
-    assert ir.tolist() == [[1, 2, 2], [1, 2, 2]]            # caption hits summed per image
-    assert counts.tolist() == [2, 2]
-    worse = retrieval_units({"tr_best_rank": [20, 20], "ir_rank": [1, 1, 1, 1], "captions_per_image": [2, 2]})
-    result = bootstrap_retrieval((tr, ir, counts), worse, resamples=500)
-    assert result["tr_r1"][0] == pytest.approx(50.0)          # 1/2 images vs 0/2
-    assert result["ir_r1"][0] == pytest.approx(50.0)          # 2/4 captions vs 0/4
-    # A: TR 50/50/100 + IR 50/100/100 = 450; B: TR 0/0/0 + IR 0/100/100 = 200.
-    assert result["rsum"][0] == pytest.approx(450 - 200)
-
-
+# --- statistics: tests/test_significance.py ---------------------------------------------------------------
 # --- the command --------------------------------------------------------------------------------------------
 def test_seeds_aggregate_as_mean_std_with_count(tmp_path: Path) -> None:
     # Three seeds with 40 questions each: overall 50.0, 52.5 and 57.5 -> mean 53.33, sample std 3.82.
@@ -115,16 +70,26 @@ def test_significance_marks_a_known_different_pair_and_not_a_known_equal_pair(tm
     code, _, err = _compare(str(tmp_path), "--out", str(tmp_path / "rep"))
     assert code == 0, err
     md = (tmp_path / "rep" / "comparison.md").read_text()
-    table = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    main = md.split("## Differences")[0]
+    table = {line.split("|")[1].strip(): line for line in main.splitlines() if line.startswith("| ")}
     assert "**90.00**" in table["pixelbert"]
     assert "70.00†" in table["region"]
     assert "90.00 |" in table["soho"] and "90.00†" not in table["soho"]
-    sig = list(csv.DictReader((tmp_path / "rep" / "significance.csv").open()))
+    sig = [r for r in csv.DictReader((tmp_path / "rep" / "significance.csv").open()) if r["metric"] == "accuracy"]
     by_pair = {(r["a"], r["b"]): r for r in sig}
-    assert float(by_pair[("pixelbert", "region")]["p_value"]) == pytest.approx(2 * 0.5 ** 40)
+    assert float(by_pair[("pixelbert", "region")]["diff"]) == pytest.approx(20.0)
+    assert float(by_pair[("pixelbert", "region")]["p_holm"]) < 1e-6
     assert float(by_pair[("pixelbert", "soho")]["p_value"]) == pytest.approx(1.0)
     assert by_pair[("pixelbert", "region")]["significant"] == "True"
-    assert "McNemar" in md and "p < 0.05" in md  # the footnote names the test and threshold
+    assert by_pair[("pixelbert", "soho")]["significant"] == "False"
+    assert "examples only" in by_pair[("pixelbert", "region")]["detail"]  # one seed each: said plainly
+    # the footnote names the threshold, the correction and how many comparisons it covers
+    assert "p < 0.05" in md and "Holm" in md and "all 6 comparisons" in md
+    # the interval of the difference to the column's best, in the row of the worse model
+    differences = md.split("## Differences to each column's best")[1].split("##")[0]
+    region = next(line for line in differences.splitlines() if line.startswith("| region"))
+    assert "-20.00 [" in region and "best" in next(line for line in differences.splitlines()
+                                                   if line.startswith("| pixelbert"))
 
 
 def test_vqa_bootstrap_marks_per_answer_type(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ def runs(world: Path, detector_file, tmp_path_factory: pytest.TempPathFactory) -
     root = tmp_path_factory.mktemp("registry-runs")
     with pytest.MonkeyPatch.context() as patch:
         # A feature cache of its own: tests elsewhere assert what a fresh cache extracts.
-        patch.setenv("VLBENCH_CACHE", str(root / "cache"))
+        patch.setenv("VLBENCH_CACHE", str(tmp_path_factory.mktemp("registry-cache")))
         for model in ALL_MODELS:
             for task in ALL_TASKS:
                 _invoke("run", "--model", model, "--task", task, "--data", world / f"{task}.yaml", "--limit", 8,

@@ -20,7 +20,7 @@ from harness.reports.significance import DEFAULT_RESAMPLES
               help="Tabulate runs of one task whose split fingerprints differ (the report says so; no paired "
                    "tests across them). Without it such runs are refused.")
 @click.option("--resamples", type=click.IntRange(min=100), default=DEFAULT_RESAMPLES, show_default=True,
-              help="Paired-bootstrap resamples for VQA and recall@K confidence intervals.")
+              help="Cluster-bootstrap resamples for the example variance of every test.")
 @click.option("--no-plots", is_flag=True, help="Tables and HTML only.")
 def compare(run_dirs: tuple[Path, ...], out: Path, split: str, allow_different_splits: bool, resamples: int,
             no_plots: bool) -> None:
@@ -31,9 +31,10 @@ def compare(run_dirs: tuple[Path, ...], out: Path, split: str, allow_different_s
     parent of `run --seeds` output). Seeds of one configuration are aggregated as mean ± std with their count;
     pre-training runs are skipped with a note. Runs of one task must share the split fingerprint.
 
-    Significance (paired, per pair of configurations on the same split): McNemar's exact test for NLVR2
-    accuracy, paired bootstrap 95% intervals for VQA accuracy and recall@K; a dagger marks cells that differ
-    significantly from the column's best.
+    Significance (per pair of configurations on the same split, every task and metric alike): the difference of
+    seed means with its variance from the seeds plus a paired bootstrap over clusters of examples (VQA images,
+    NLVR2 sentences, retrieval images), a t interval, Holm-corrected over the report's comparisons; a dagger
+    marks cells that differ significantly from the column's best (docs/significance.md).
 
     \b
     Example:

@@ -24,13 +24,16 @@ from harness.fileio import write_text
               help="Refresh: write --baseline from these runs (mean over seeds) instead of checking.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="With --write: allowed drop of every metric, in points.")
+@click.option("--tolerance-std", type=click.FloatRange(min=0), default=None,
+              help="With --write: also allow a drop of this many seed standard deviations of the given runs (needs "
+                   "two or more seeds per model and task); the larger allowance applies.")
 @click.option("--throughput-tolerance", type=click.FloatRange(min=0, max=1), default=0.5, show_default=True,
               help="With --write: allowed fractional throughput loss (0.5 = may run at half the speed).")
 @click.option("--split", default="test", show_default=True, help="With --write: the split whose metrics count.")
 @click.option("--description", default="", help="With --write: what the baseline covers and how it was made.")
 @click.pass_context
 def check_baseline(ctx: click.Context, baseline: Path, run_dirs: tuple[Path, ...], write: bool, tolerance: float,
-                   throughput_tolerance: float, split: str, description: str) -> None:
+                   tolerance_std: float | None, throughput_tolerance: float, split: str, description: str) -> None:
     """Check runs against a committed baseline: no metric may drop by more than its tolerance, and (when the
     run directory has bench.json) throughput may not fall below its allowed ratio.
 
@@ -46,7 +49,7 @@ def check_baseline(ctx: click.Context, baseline: Path, run_dirs: tuple[Path, ...
     from harness.regress.baseline import baseline_from_runs, check_runs, load_baseline, verdict_table
 
     if write:
-        data = baseline_from_runs(list(run_dirs), split, tolerance, throughput_tolerance, description)
+        data = baseline_from_runs(list(run_dirs), split, tolerance, throughput_tolerance, description, tolerance_std)
         write_text(baseline, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
         click.echo(f"wrote {baseline} ({len(data['runs'])} entr{'y' if len(data['runs']) == 1 else 'ies'})")
         return

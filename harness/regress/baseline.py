@@ -10,16 +10,21 @@ Baseline file (``results/baselines/*.yaml``)::
         fingerprint: sha256:...       # optional: the split the numbers were measured on; other data = bad input
         metrics:                      # dotted keys into run.json metrics.<split> (the `vlbench score` keys)
           overall: {value: 45.0, tolerance: 4.0}            # fails when current < value - tolerance
-          perAnswerType.yes/no: {value: 60.0, tolerance: 6.0}
+          perAnswerType.yes/no: {value: 60.0, std: 1.5, tolerance_std: 3}   # ... < value - 3 x std
+          perAnswerType.number: {value: 40.0, tolerance: 2.0, std: 1.5, tolerance_std: 3}  # the larger drop
         throughput:                   # checked only when the run directory has bench.json
           samples_per_second: {value: 120.0, tolerance: 0.5}  # fails when current / value < 1 - tolerance
 
-Every metric is higher-is-better, so only drops fail; throughput is compared as a ratio because absolute
+``std`` is the sample standard deviation of the baseline's runs over seeds (``check --write`` records it from
+runs of several seeds); a tolerance in seed standard deviations keeps the gate as loose as training noise makes
+necessary and no looser, so it is neither blind nor flaky. Every metric is higher-is-better, so only drops fail; throughput is compared as a ratio because absolute
 speed depends on the machine (a loose tolerance is the honest setting for shared CI machines).
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,21 @@ THROUGHPUT_KEYS = ("samples_per_second", "images_per_second")
 class Limit:
     value: float
     tolerance: float
+    """Allowed drop in points (metrics) or fraction (throughput)."""
+    std: float | None = None
+    """The baseline runs' seed standard deviation (metrics)."""
+    tolerance_std: float | None = None
+    """Allowed drop in multiples of ``std``; the larger of the two allowances applies."""
+
+    @property
+    def allowed(self) -> float:
+        by_std = self.tolerance_std * self.std if self.tolerance_std is not None and self.std is not None else 0.0
+        return max(self.tolerance, by_std)
+
+    def describe(self) -> str:
+        if self.tolerance_std is None:
+            return f"-{self.tolerance:g}"
+        return f"-{self.allowed:.3g} ({self.tolerance_std:g} std)"
 
 
 @dataclass
@@ -57,15 +77,22 @@ class Baseline:
 
 
 def _limit(path: Path, where: str, raw: Any) -> Limit:
-    if not isinstance(raw, dict) or "value" not in raw or "tolerance" not in raw:
-        raise VlbenchError(f"{path}: {where}: expected {{value: NUMBER, tolerance: NUMBER}}, got {raw!r}")
+    by_std = isinstance(raw, dict) and "tolerance_std" in raw
+    if not isinstance(raw, dict) or "value" not in raw or not ("tolerance" in raw or by_std):
+        raise VlbenchError(f"{path}: {where}: expected {{value: NUMBER, tolerance: NUMBER}} or {{value: NUMBER, "
+                           f"std: NUMBER, tolerance_std: NUMBER}}, got {raw!r}")
+    if by_std and "std" not in raw:
+        raise VlbenchError(f"{path}: {where}: tolerance_std needs the baseline's seed 'std'")
     try:
-        value, tolerance = float(raw["value"]), float(raw["tolerance"])
+        numbers = {k: float(raw[k]) for k in ("value", "tolerance", "std", "tolerance_std") if k in raw}
     except (TypeError, ValueError):
-        raise VlbenchError(f"{path}: {where}: value and tolerance must be numbers, got {raw!r}") from None
-    if tolerance < 0:
-        raise VlbenchError(f"{path}: {where}: tolerance must be >= 0, got {tolerance}")
-    return Limit(value, tolerance)
+        raise VlbenchError(f"{path}: {where}: value, tolerance, std and tolerance_std must be numbers, "
+                           f"got {raw!r}") from None
+    if not all(math.isfinite(v) for v in numbers.values()):
+        raise VlbenchError(f"{path}: {where}: numbers must be finite, got {raw!r}")
+    if any(numbers.get(k, 0.0) < 0 for k in ("tolerance", "std", "tolerance_std")):
+        raise VlbenchError(f"{path}: {where}: tolerance, std and tolerance_std must be >= 0, got {raw!r}")
+    return Limit(numbers["value"], numbers.get("tolerance", 0.0), numbers.get("std"), numbers.get("tolerance_std"))
 
 
 def load_baseline(path: Path) -> Baseline:
@@ -163,8 +190,8 @@ def _check_one(baseline: Baseline, entry: Entry, run: RunInfo) -> list[Verdict]:
         current = _metric(metrics, name)
         if not isinstance(current, (int, float)):
             raise VlbenchError(f"{run.path}: metric {name!r} not in its {baseline.split} metrics")
-        ok = float(current) >= limit.value - limit.tolerance
-        out.append(Verdict(str(run.path), what, name, limit.value, f"-{limit.tolerance:g}", float(current),
+        ok = float(current) >= limit.value - limit.allowed
+        out.append(Verdict(str(run.path), what, name, limit.value, limit.describe(), float(current),
                            "ok" if ok else "REGRESSION"))
     bench = read_json(run.path / "bench.json") if (run.path / "bench.json").is_file() else None
     for name, limit in entry.throughput.items():
@@ -196,9 +223,10 @@ def verdict_table(verdicts: list[Verdict]) -> str:
 
 
 def baseline_from_runs(paths: list[Path], split: str, tolerance: float, throughput_tolerance: float,
-                       description: str) -> dict[str, Any]:
+                       description: str, tolerance_std: float | None = None) -> dict[str, Any]:
     """A fresh baseline from runs (refreshing): per (model, task) the mean over the given runs (seeds) of every
-    tabulated metric, with one tolerance in points, and their bench throughput when present."""
+    tabulated metric, with one tolerance in points and, with ``tolerance_std``, the seed std and a tolerance in
+    multiples of it (needs at least two seeds per model and task); their bench throughput when present."""
     from harness.reports.aggregate import tabulated
 
     collection = collect(paths)
@@ -217,8 +245,17 @@ def baseline_from_runs(paths: list[Path], split: str, tolerance: float, throughp
                 raise VlbenchError(f"{run.path}: no {split} metrics")
             for metric, value in tabulated(task, metrics).items():
                 values.setdefault(metric.path, []).append(value)
-        entry: dict[str, Any] = {"model": model, "task": task, "fingerprint": fingerprints.pop(), "metrics": {
-            k: {"value": round(sum(v) / len(v), 2), "tolerance": tolerance} for k, v in values.items()}}
+        if tolerance_std is not None and len(runs) < 2:
+            raise VlbenchError(f"{model}/{task}: --tolerance-std needs runs of at least two seeds (got one)")
+
+        def limit(v: list[float]) -> dict[str, float]:
+            out = {"value": round(statistics.fmean(v), 2), "tolerance": tolerance}
+            if tolerance_std is not None:
+                out.update(std=round(statistics.stdev(v), 3), tolerance_std=tolerance_std)
+            return out
+
+        entry: dict[str, Any] = {"model": model, "task": task, "fingerprint": fingerprints.pop(),
+                                 "metrics": {k: limit(v) for k, v in values.items()}}
         speeds = [r.bench.samples_per_second for r in runs if r.bench and r.bench.samples_per_second]
         if speeds:
             entry["throughput"] = {"samples_per_second": {"value": round(sum(speeds) / len(speeds), 2),

@@ -13,6 +13,7 @@ from harness.reports.plots import all_plots
 from harness.reports.significance import DEFAULT_RESAMPLES, pairwise
 from harness.reports.tables import (
     build_table,
+    differences_markdown,
     footnotes,
     pairwise_markdown,
     render_html,
@@ -46,7 +47,7 @@ def compare_runs(paths: list[Path], out: Path, split: str = "test", allow_differ
     speed, speed_notes = speeds(collection, labels)
     notes += speed_notes
     table = build_table(agg, labels, pairs, speed)
-    foot = footnotes(table, resamples)
+    foot = footnotes(table, resamples, comparisons=len(pairs))
 
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
@@ -64,7 +65,9 @@ def compare_runs(paths: list[Path], out: Path, split: str = "test", allow_differ
     md += [f"> {n}" for n in notes if n.startswith("WARNING")]
     md += ["", render_markdown(table), ""]
     md += [f"<sub>{n}</sub>" for n in foot]
-    md += ["", "## Paired significance tests", "", pairwise_markdown(pairs), ""]
+    md += ["", "## Differences to each column's best (points, 95% interval over seeds and examples)", "",
+           differences_markdown(table), ""]
+    md += ["## Paired significance tests", "", pairwise_markdown(pairs), ""]
     if plot_files:
         md += ["## Figures", ""] + [f"![{p.stem}]({p.name})" for p in plot_files if p.suffix == ".png"] + [""]
     other = [n for n in notes if not n.startswith("WARNING")]

@@ -73,12 +73,18 @@ def _higher_is_better(task: str, metric: str) -> bool:
     return next((m.higher_is_better for m in task_class(task).metrics if m.name == metric), True)
 
 
-def _significant(pairs: pd.DataFrame, task: str, metric: str, x: str, y: str) -> bool | None:
+def _versus(pairs: pd.DataFrame, task: str, metric: str, x: str, y: str) -> tuple[bool, tuple[float, ...]] | None:
+    """Whether ``x`` differs significantly from ``y`` and ``x - y`` with its interval, from the pairs table."""
     if pairs.empty:
         return None
     hit = pairs[(pairs.task == task) & (pairs.metric == metric)
                 & (((pairs.a == x) & (pairs.b == y)) | ((pairs.a == y) & (pairs.b == x)))]
-    return None if hit.empty else bool(hit.iloc[0].significant)
+    if hit.empty:
+        return None
+    row = hit.iloc[0]
+    sign = 1.0 if row.a == x else -1.0
+    low, high = sorted((sign * float(row.ci_low), sign * float(row.ci_high)))
+    return bool(row.significant), (sign * float(row["diff"]), low, high)
 
 
 @dataclass
@@ -87,6 +93,8 @@ class Cell:
     std: float | None = None
     best: bool = False
     marked: bool = False
+    to_best: tuple[float, ...] | None = None
+    """This cell minus the column's best, and its 95% interval (seeds and examples), when tested."""
 
 
 @dataclass
@@ -124,10 +132,10 @@ def build_table(agg: Aggregate, labels: list[str], pairs: pd.DataFrame, speed: d
         best = max(present, key=lambda label: sign * present[label].mean)
         present[best].best = len(present) > 1  # bold only when there is something to beat
         for label, cell in present.items():
-            verdict = _significant(pairs, task, metric, label, best) if label != best else None
+            verdict = _versus(pairs, task, metric, label, best) if label != best else None
             if verdict is not None:
                 tested.add((task, metric))
-            cell.marked = bool(verdict)
+                cell.marked, cell.to_best = verdict
             cells[(label, task, metric)] = cell
     return Table(labels, cols, cells, seeds, speed, tested)
 
@@ -144,6 +152,9 @@ def wide_csv_frame(table: Table, agg: Aggregate) -> pd.DataFrame:
             row[f"{task}.{metric}.std"] = None if cell is None or cell.std is None else round(cell.std, 4)
             row[f"{task}.{metric}.sig_vs_best"] = (None if cell is None or (task, metric) not in table.tested
                                                    or cell.best else cell.marked)
+            diff = None if cell is None or cell.to_best is None else cell.to_best
+            for name, index in (("diff_vs_best", 0), ("ci_low_vs_best", 1), ("ci_high_vs_best", 2)):
+                row[f"{task}.{metric}.{name}"] = None if diff is None else round(diff[index], 4)
         for task in table.tasks:
             row[f"{task}.n"] = table.seeds.get((label, task))
         speed = table.speed.get(label)
@@ -205,13 +216,14 @@ def display_frame(table: Table, style: str) -> pd.DataFrame:
                         columns=pd.MultiIndex.from_tuples(header))
 
 
-def footnotes(table: Table, resamples: int) -> list[str]:
+def footnotes(table: Table, resamples: int, comparisons: int = 0) -> list[str]:
     notes = [f"Cells: mean ± sample std over seeds (n = seed count); bold = best in column. {DAGGER} = significantly "
-             f"different from the column's best at p < {ALPHA} (two-sided, uncorrected for multiple comparisons): "
-             f"NLVR2 accuracy by McNemar's exact test on per-example correctness (largest p over seed pairs); VQA "
-             f"and recall@K by a paired bootstrap of the difference ({resamples} resamples, seeded; retrieval "
-             f"resamples images with their captions), significant when the 95% interval excludes 0. NLVR2 "
-             "consistency is not tested."]
+             f"different from the column's best at p < {ALPHA} after Holm's correction over all {comparisons} "
+             "comparisons of this report. The test counts both seed variance (between the seeds of each row) and "
+             f"example variance (a paired bootstrap, {resamples} resamples, seeded, of whole clusters: VQA questions "
+             "with their image, NLVR2 statements with their sentence's pairs, retrieval images with their captions), "
+             "a t interval with Welch-Satterthwaite degrees of freedom (docs/significance.md). With one seed on a "
+             "side only example variance is covered."]
     if table.speed:
         tasks = sorted({t for s in table.speed.values() for t in s.tasks})
         notes.append("Speed from bench.json (inference, the whole pipeline: region rows include the detector), "
@@ -258,15 +270,36 @@ def render_html(table: Table) -> str:
 def pairwise_markdown(pairs: pd.DataFrame) -> str:
     if pairs.empty:
         return "_No paired tests (need two configurations with per-example results on the same split)._"
-    lines = ["| task | A | B | metric | A − B (points) | 95% CI / p | test | significant |",
-             "| --- | --- | --- | --- | ---: | --- | --- | --- |"]
+    lines = ["| task | A | B | metric | A − B (points) | 95% CI | p | p (Holm) | what is covered | significant |",
+             "| --- | --- | --- | --- | ---: | --- | ---: | ---: | --- | --- |"]
     for row in pairs.itertuples():
-        evidence = f"p = {row.p_value:.4g}" if row.p_value is not None and not pd.isna(row.p_value) else (
-            f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}]")
-        if row.test.startswith("McNemar"):
-            evidence += f" ({row.detail})"
-        lines.append(f"| {row.task} | {row.a} | {row.b} | {row.metric} | {row.diff:+.2f} | {evidence} | {row.test} | "
+        lines.append(f"| {row.task} | {row.a} | {row.b} | {row.metric} | {row.diff:+.2f} | "
+                     f"[{row.ci_low:+.2f}, {row.ci_high:+.2f}] | {row.p_value:.3g} | {row.p_holm:.3g} | {row.detail} | "
                      f"{'yes' if row.significant else 'no'} |")
+    return "\n".join(lines)
+
+
+def differences_markdown(table: Table) -> str:
+    """Each tested cell minus its column's best, with the 95% interval: what the daggers rest on."""
+    columns = [c for c in table.columns if c in table.tested]
+    if not columns:
+        return "_No differences tested._"
+    header = ["model", *[f"{task_class(t).title} {metric_title(t, m)}" for t, m in columns]]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] * len(header)) + " |"]
+    for label in table.labels:
+        cells = []
+        for task, metric in columns:
+            cell = table.cells.get((label, task, metric))
+            if cell is None:
+                cells.append("–")
+            elif cell.best:
+                cells.append("best")
+            elif cell.to_best is None:
+                cells.append("not tested")
+            else:
+                diff, low, high = cell.to_best
+                cells.append(f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]{DAGGER if cell.marked else ''}")
+        lines.append("| " + " | ".join([label.replace("|", "\\|"), *cells]) + " |")
     return "\n".join(lines)
 
 

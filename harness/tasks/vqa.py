@@ -132,7 +132,9 @@ class VqaTask(Task):
             answer_type = {a["question_id"]: a.get("answer_type") for a in annotations["annotations"]}
             per_example = {"kind": "vqa_accuracy", "ids": [str(e.question_id) for e in examples],
                            "values": [accuracy[e.question_id] for e in examples],
-                           "answer_types": [answer_type.get(e.question_id) for e in examples]}
+                           "answer_types": [answer_type.get(e.question_id) for e in examples],
+                           # Questions about one image are correlated: `compare` resamples them together.
+                           "clusters": [str(e.image_id) for e in examples]}
 
         def write(run_dir: Path) -> list[str]:
             name = f"predictions_{split}.json"
