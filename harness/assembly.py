@@ -12,7 +12,9 @@ here too.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import fcntl
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,14 +40,66 @@ from harness.tasks.base import Task
 from harness.world.cache import default_world
 from pixelbert.model import VisionLanguageModel
 
+# What a run, eval or pretrain writes into its directory: what --overwrite clears before the new run.
+RUN_ARTEFACTS = ("run.json", "checkpoint.safetensors", "resume.safetensors", "predictions_*.json",
+                 "predictions_*.csv", "scores_*.npy", "per_example_*.json")
+LOCK_NAME = ".vlbench.lock"
 
-def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> None:
-    """Refuse a directory that holds a finished run (unless ``overwrite``), before any slow work."""
+
+class RunDirLock:
+    """An exclusive lock on a run directory while one command works in it: a second command started into the
+    same directory stops with a one-line error instead of silently replacing the first one's files. The lock is
+    the operating system's (flock), so a killed process never leaves it held."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_NAME
+        self._file = self.path.open("a+")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._file.close()
+            raise VlbenchError(f"{run_dir} is in use by another vlbench command (it holds {self.path}); wait for "
+                               "it to finish or choose another --run-dir") from None
+
+    def release(self) -> None:
+        handle = getattr(self, "_file", None)  # absent when opening the lock file itself failed
+        if handle is not None and not handle.closed:
+            self.path.unlink(missing_ok=True)
+            handle.close()  # closing drops the lock
+
+    def __del__(self) -> None:
+        self.release()
+
+
+@contextmanager
+def run_directory(run_dir: Path, overwrite: bool, resume: bool = False) -> Iterator[None]:
+    """The command's run directory, locked while the ``with`` block runs (see :func:`prepare_run_dir`)."""
+    lock = prepare_run_dir(run_dir, overwrite, resume)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> RunDirLock | None:
+    """Lock the directory (the main process under torchrun) and refuse one that holds a finished run unless
+    ``overwrite``, which clears every file the earlier run wrote; before any slow work. Keep the returned lock
+    for as long as the command writes there."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunDirLock(run_dir) if distributed.is_main() else None
     if resume and (run_dir / "run.json").exists():
         raise VlbenchError(f"{run_dir} holds a finished run (run.json); there is nothing to resume")
-    if (run_dir / "run.json").exists() and not overwrite:
-        raise VlbenchError(f"{run_dir} already holds a run (run.json); choose another --run-dir or pass --overwrite")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "run.json").exists():
+        if not overwrite:
+            raise VlbenchError(f"{run_dir} already holds a run (run.json); choose another --run-dir or pass "
+                               "--overwrite")
+        if distributed.is_main():
+            for pattern in RUN_ARTEFACTS:  # the new run's files must not sit beside the old run's leftovers
+                for path in run_dir.glob(pattern):
+                    path.unlink(missing_ok=True)
+    distributed.barrier()
+    return lock
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], meta: dict
     path.parent.mkdir(parents=True, exist_ok=True)
     # Tied weights share storage, which safetensors refuses; contiguous copies load back identically.
     tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.items()}
+    _require_finite(tensors, path, "not saved: ", "; training diverged (try a lower --lr)")
     header = {_META_KEY: json.dumps({"format": FORMAT, **meta}, sort_keys=True)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -36,9 +37,19 @@ def save_checkpoint(path: str | Path, state: dict[str, torch.Tensor], meta: dict
         save_file(tensors, tmp, metadata=header)
         os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
+    except SafetensorError as exc:  # e.g. a full disk: safetensors reports it as its own error, not an OSError
+        Path(tmp).unlink(missing_ok=True)
+        raise VlbenchError(f"{path}: cannot write the checkpoint ({_first_line(exc)})") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _require_finite(tensors: dict[str, torch.Tensor], path: Path, lead: str, hint: str) -> None:
+    """NaN or infinite weights are an error wherever they appear: a model of NaNs still 'predicts' something."""
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise VlbenchError(f"{path}: {lead}{len(bad)} tensor(s) hold NaN or infinite values (e.g. {bad[0]}){hint}")
 
 
 def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
@@ -53,7 +64,12 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
         raise VlbenchError(f"{path}: not a safetensors checkpoint ({_first_line(exc)})") from None
     if raw is None:
         raise VlbenchError(f"{path}: a safetensors file but not a vlbench checkpoint (no '{_META_KEY}' header)")
-    meta = json.loads(raw)
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        raise VlbenchError(f"{path}: the '{_META_KEY}' header is not JSON") from None
+    if not isinstance(meta, dict):
+        raise VlbenchError(f"{path}: the '{_META_KEY}' header is not a JSON object")
     if meta.get("format") != FORMAT:
         raise VlbenchError(f"{path}: unsupported checkpoint format {meta.get('format')!r} (expected {FORMAT})")
     return meta
@@ -66,6 +82,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise VlbenchError(f"{path}: corrupted checkpoint ({_first_line(exc)})") from None
+    _require_finite(state, Path(path), "", "; the checkpoint is broken")
     return state, meta
 
 

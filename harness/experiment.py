@@ -23,10 +23,10 @@ from harness.assembly import (
     open_data,
     parameter_count,
     prefixed,
-    prepare_run_dir,
     require_splits,
     resolve_setup,
     restore,
+    run_directory,
 )
 from harness.batches import ImageTensors, TextBatcher, text_issues
 from harness.checkpoints import read_checkpoint_meta, save_checkpoint
@@ -123,87 +123,87 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
     task_cls = TASKS.get(options.task)
     train_config = train_preset(options.preset, options.task).with_overrides(**options.train_overrides)
     runtime = Runtime.start(options.device, options.precision)
-    prepare_run_dir(options.run_dir, options.overwrite, options.resume)  # before any slow work: fail fast
-    request = ModelRequest(options.model, options.preset, text_init=options.text_init,
-                           text_init_layers=options.text_init_layers, cnn_init=options.cnn_init, init=options.init,
-                           options={"detector": options.detector, "detector_data": options.detector_data,
-                                    "boxes": options.boxes})
-    setup = resolve_setup(request)
-    data = open_data(options.data, options.task, options.progress)
-    spec = data.spec
-    require_splits(spec, ("train", "val"), "training")
+    with run_directory(options.run_dir, options.overwrite, options.resume):  # before any slow work: fail fast
+        request = ModelRequest(options.model, options.preset, text_init=options.text_init,
+                               text_init_layers=options.text_init_layers, cnn_init=options.cnn_init, init=options.init,
+                               options={"detector": options.detector, "detector_data": options.detector_data,
+                                        "boxes": options.boxes})
+        setup = resolve_setup(request)
+        data = open_data(options.data, options.task, options.progress)
+        spec = data.spec
+        require_splits(spec, ("train", "val"), "training")
 
-    generator = seed_everything(options.seed)
-    images = ImageTensors(setup.visual.image_size)
-    task: Task = task_cls(spec, images, TextBatcher(load_tokenizer(), train_config.max_text_len), train_config,
-                          limit=options.limit)
-    task.prepare_training()
-    splits = ["train", *_present(spec, EVAL_SPLITS)]
-    data_record = _data_record(task, splits, train_config.max_text_len)
+        generator = seed_everything(options.seed)
+        images = ImageTensors(setup.visual.image_size)
+        task: Task = task_cls(spec, images, TextBatcher(load_tokenizer(), train_config.max_text_len), train_config,
+                              limit=options.limit)
+        task.prepare_training()
+        splits = ["train", *_present(spec, EVAL_SPLITS)]
+        data_record = _data_record(task, splits, train_config.max_text_len)
 
-    init_state: dict[str, Any] = {}
+        init_state: dict[str, Any] = {}
 
-    def load(model: nn.Module) -> None:
-        if options.init is not None:
-            init_state.update(load_init(model, options.init))
+        def load(model: nn.Module) -> None:
+            if options.init is not None:
+                init_state.update(load_init(model, options.init))
 
-    assembled = assemble(setup, runtime, load=load, context=PrepareContext(
-        spec=spec, task=task, images=images, splits=splits, options=request.given_options(),
-        progress=options.progress, seed=options.seed, detector_boxes=data.detector_boxes))
-    setup, model = assembled.setup, assembled.model
-    head = task.build_head(setup.transformer.hidden_size)
-    head_init = load_init_head(head, task, options.init, init_state) if options.init is not None else None
-    head.to(runtime.device)
+        assembled = assemble(setup, runtime, load=load, context=PrepareContext(
+            spec=spec, task=task, images=images, splits=splits, options=request.given_options(),
+            progress=options.progress, seed=options.seed, detector_boxes=data.detector_boxes))
+        setup, model = assembled.setup, assembled.model
+        head = task.build_head(setup.transformer.hidden_size)
+        head_init = load_init_head(head, task, options.init, init_state) if options.init is not None else None
+        head.to(runtime.device)
 
-    checkpoint_path = options.run_dir / CHECKPOINT_NAME
-    meta_base = {"model": options.model, "task": options.task, "model_config": setup.to_dict(),
-                 "task_state": task.state(), "train_config": train_config.to_dict(), "seed": options.seed,
-                 "data_fingerprints": {s: data_record["splits"][s]["fingerprint"] for s in splits}}
+        checkpoint_path = options.run_dir / CHECKPOINT_NAME
+        meta_base = {"model": options.model, "task": options.task, "model_config": setup.to_dict(),
+                     "task_state": task.state(), "train_config": train_config.to_dict(), "seed": options.seed,
+                     "data_fingerprints": {s: data_record["splits"][s]["fingerprint"] for s in splits}}
 
-    def on_best(epoch: int, val_metrics: dict[str, Any]) -> None:
+        def on_best(epoch: int, val_metrics: dict[str, Any]) -> None:
+            if distributed.is_main():
+                state = prefixed({"model": model.state_dict(), "head": head.state_dict()})
+                save_checkpoint(checkpoint_path, state, {**meta_base, "epoch": epoch, "val": val_metrics})
+
+        # Everything a resumed run must share with the interrupted one; anything else differing is refused.
+        run_key = {k: meta_base[k] for k in ("model", "task", "model_config", "train_config", "seed",
+                                              "data_fingerprints")}
+        run_key["init"] = _str(options.init)
+        resume = ResumeFile(options.run_dir, run_key, train_config.checkpoint_every)
+        if options.resume:
+            resume.check()
+        elif distributed.is_main():
+            resume.remove()  # a stale point from an earlier run in this directory must never be continued
+        result = train(model, head, task, train_config, runtime, generator, on_best, cnn=trainable_cnn(model),
+                       progress=options.progress, resume=resume, resuming=options.resume)
+        if result.best_epoch is None:
+            raise VlbenchError("validation produced no metric, so no checkpoint was selected (does val have labels?)")
+        distributed.barrier()  # rank 0 has written the selected checkpoint
+        restore(model, head, checkpoint_path)
+        # The selected epoch's validation was made with the weights just restored: reuse it (on retrieval, scoring
+        # every val pair again would cost about as much as an epoch of training).
+        done = {"val": result.best_evaluation} if result.best_evaluation is not None else {}
+        metrics, files, eval_record = _evaluate_splits(task, model, head, _present(spec, EVAL_SPLITS), options.run_dir,
+                                                       runtime, options.progress, done=done)
+        eval_record["reused"] = sorted(done)
+        files["checkpoint"] = [CHECKPOINT_NAME]
+        record = build_run_record(
+            kind="run", model=options.model, task=options.task, seed=options.seed,
+            config={"preset": options.preset, "model": setup.to_dict(), "train": train_config.to_dict(),
+                    "data": str(spec.path), "limit": options.limit, "init": _str(options.init), "head_init": head_init,
+                    **runtime.record(),
+                    "effective_batch_size": train_config.batch_size * train_config.grad_accum * runtime.world_size},
+            data=data_record, metrics=metrics,
+            train={**result.to_dict(), "selected_checkpoint": CHECKPOINT_NAME, "resumed": options.resume,
+                   "parameters": parameter_count(model, head)},
+            evaluation=eval_record, files=files, device=runtime.device,
+        )
+        if assembled.visual_record is not None:
+            record["visual_encoder"] = assembled.visual_record
         if distributed.is_main():
-            state = prefixed({"model": model.state_dict(), "head": head.state_dict()})
-            save_checkpoint(checkpoint_path, state, {**meta_base, "epoch": epoch, "val": val_metrics})
-
-    # Everything a resumed run must share with the interrupted one; anything else differing is refused.
-    run_key = {k: meta_base[k] for k in ("model", "task", "model_config", "train_config", "seed",
-                                          "data_fingerprints")}
-    run_key["init"] = _str(options.init)
-    resume = ResumeFile(options.run_dir, run_key, train_config.checkpoint_every)
-    if options.resume:
-        resume.check()
-    elif distributed.is_main():
-        resume.remove()  # a stale point from an earlier run in this directory must never be continued
-    result = train(model, head, task, train_config, runtime, generator, on_best, cnn=trainable_cnn(model),
-                   progress=options.progress, resume=resume, resuming=options.resume)
-    if result.best_epoch is None:
-        raise VlbenchError("validation produced no metric, so no checkpoint was selected (does val have labels?)")
-    distributed.barrier()  # rank 0 has written the selected checkpoint
-    restore(model, head, checkpoint_path)
-    # The selected epoch's validation was made with the weights just restored: reuse it (on retrieval, scoring
-    # every val pair again would cost about as much as an epoch of training).
-    done = {"val": result.best_evaluation} if result.best_evaluation is not None else {}
-    metrics, files, eval_record = _evaluate_splits(task, model, head, _present(spec, EVAL_SPLITS), options.run_dir,
-                                                   runtime, options.progress, done=done)
-    eval_record["reused"] = sorted(done)
-    files["checkpoint"] = [CHECKPOINT_NAME]
-    record = build_run_record(
-        kind="run", model=options.model, task=options.task, seed=options.seed,
-        config={"preset": options.preset, "model": setup.to_dict(), "train": train_config.to_dict(),
-                "data": str(spec.path), "limit": options.limit, "init": _str(options.init), "head_init": head_init,
-                **runtime.record(),
-                "effective_batch_size": train_config.batch_size * train_config.grad_accum * runtime.world_size},
-        data=data_record, metrics=metrics,
-        train={**result.to_dict(), "selected_checkpoint": CHECKPOINT_NAME, "resumed": options.resume,
-               "parameters": parameter_count(model, head)},
-        evaluation=eval_record, files=files, device=runtime.device,
-    )
-    if assembled.visual_record is not None:
-        record["visual_encoder"] = assembled.visual_record
-    if distributed.is_main():
-        write_run_record(options.run_dir, record)
-        resume.remove()  # the run is complete; its record and selected checkpoint are what remain
-    return record
+            write_run_record(options.run_dir, record)
+            resume.remove()  # the run is complete; its record and selected checkpoint are what remain
+        return record
 
 
 def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: Path | None = None,
@@ -219,37 +219,37 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
                            "(its head belongs to that task)")
     task_cls = TASKS.get(task_name)
     runtime = Runtime.start(device_name, precision)
-    prepare_run_dir(run_dir, overwrite)  # before any slow work (generating the embedded world): fail fast
-    spec = open_data(data, task_name, progress).spec
-    wanted = list(splits) if splits else _present(spec, EVAL_SPLITS)
-    if not wanted:
-        raise VlbenchError(f"{spec.path}: no val or test split to evaluate (name one with --split)")
-    seed_everything(int(meta.get("seed", 0)))
-    setup = ModelSetup.from_dict(meta["model_config"])
-    train_config = TrainConfig.from_dict(meta["train_config"])
-    task: Task = task_cls(spec, ImageTensors(setup.visual.image_size),
-                          TextBatcher(load_tokenizer(), train_config.max_text_len), train_config,
-                          state=meta.get("task_state"), limit=limit)
-    if rerank is not None:
-        task.use_rerank(rerank)
-    data_record = _data_record(task, wanted, train_config.max_text_len)
-    head = task.build_head(setup.transformer.hidden_size)
-    # Every weight, the detector's included, comes from the checkpoint: no prepare step.
-    model = assemble(setup, runtime, load=lambda m: restore(m, head, checkpoint)).model
-    head.to(runtime.device)
-    metrics, files, eval_record = _evaluate_splits(task, model, head, wanted, run_dir, runtime, progress)
-    record = build_run_record(
-        kind="eval", model=meta["model"], task=task_name, seed=int(meta.get("seed", 0)),
-        config={"checkpoint": str(checkpoint), "model": setup.to_dict(), "train": train_config.to_dict(),
-                "data": str(spec.path), "limit": limit, **runtime.record()},
-        data=data_record, metrics=metrics,
-        train={"steps": 0, "wall_seconds": 0.0, "samples_per_second": None, "checkpoint_epoch": meta.get("epoch"),
-               "checkpoint_fingerprints": meta.get("data_fingerprints")},
-        evaluation=eval_record, files=files, device=runtime.device,
-    )
-    if distributed.is_main():
-        write_run_record(run_dir, record)
-    return record
+    with run_directory(run_dir, overwrite):  # before any slow work (generating the embedded world): fail fast
+        spec = open_data(data, task_name, progress).spec
+        wanted = list(splits) if splits else _present(spec, EVAL_SPLITS)
+        if not wanted:
+            raise VlbenchError(f"{spec.path}: no val or test split to evaluate (name one with --split)")
+        seed_everything(int(meta.get("seed", 0)))
+        setup = ModelSetup.from_dict(meta["model_config"])
+        train_config = TrainConfig.from_dict(meta["train_config"])
+        task: Task = task_cls(spec, ImageTensors(setup.visual.image_size),
+                              TextBatcher(load_tokenizer(), train_config.max_text_len), train_config,
+                              state=meta.get("task_state"), limit=limit)
+        if rerank is not None:
+            task.use_rerank(rerank)
+        data_record = _data_record(task, wanted, train_config.max_text_len)
+        head = task.build_head(setup.transformer.hidden_size)
+        # Every weight, the detector's included, comes from the checkpoint: no prepare step.
+        model = assemble(setup, runtime, load=lambda m: restore(m, head, checkpoint)).model
+        head.to(runtime.device)
+        metrics, files, eval_record = _evaluate_splits(task, model, head, wanted, run_dir, runtime, progress)
+        record = build_run_record(
+            kind="eval", model=meta["model"], task=task_name, seed=int(meta.get("seed", 0)),
+            config={"checkpoint": str(checkpoint), "model": setup.to_dict(), "train": train_config.to_dict(),
+                    "data": str(spec.path), "limit": limit, **runtime.record()},
+            data=data_record, metrics=metrics,
+            train={"steps": 0, "wall_seconds": 0.0, "samples_per_second": None, "checkpoint_epoch": meta.get("epoch"),
+                   "checkpoint_fingerprints": meta.get("data_fingerprints")},
+            evaluation=eval_record, files=files, device=runtime.device,
+        )
+        if distributed.is_main():
+            write_run_record(run_dir, record)
+        return record
 
 
 def _str(path: Path | None) -> str | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from harness.cli.precision_option import precision_option
+from harness.cli.types import SEED
 from harness.pretraining.ablation import TASKS, VARIANTS
 
 
@@ -24,7 +25,7 @@ from harness.pretraining.ablation import TASKS, VARIANTS
               help="Fine-tune and evaluate on the first N examples (retrieval: images) of each split only.")
 @click.option("--pretrain-limit", type=click.IntRange(min=2), default=None,
               help="Pre-train on the first N images of each split only.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @precision_option
 @click.option("--no-progress", is_flag=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from harness.cli.types import SEED
 from harness.training.config import TRAIN_PRESETS
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -27,7 +28,7 @@ def detector() -> None:
               help="Backbone and detector settings: tiny = the tiny CNN of pixelbert-tiny; base = ResNet-50.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the detector's epochs.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Train on the first N images only.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace a detector already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train(data, run_dir, preset, epochs, limit, seed, overwrite, no_progress) -> None:

@@ -8,6 +8,7 @@ import click
 
 from harness.cli.model_options import check_weight_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
+from harness.cli.types import SEED, FiniteFloatRange
 from harness.pretraining.config import PRETRAIN_PRESETS
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -30,19 +31,19 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--preset", type=click.Choice(sorted(PRETRAIN_PRESETS)), default="tiny", show_default=True,
               help="tiny: CPU minutes on the embedded world; base: the papers' sizes (GPU).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of everything random.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of everything random.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Override the batch size (per process under torchrun: the effective batch is batch size x "
                    "processes x gradient accumulation).")
 @click.option("--eval-batch-size", type=click.IntRange(min=1), default=None,
               help="Override the validation batch size (validation metrics do not depend on the process count, "
                    "but do on this: each batch draws its own masks and negatives).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="AdamW learning rate of transformer and heads.")
-@click.option("--cnn-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate of the CNN.")
+@click.option("--cnn-lr", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Learning rate of the CNN.")
 @click.option("--dictionary-size", type=click.IntRange(min=2), default=None,
               help="SOHO: visual dictionary entries (paper: 2048; tiny preset: 256).")
-@click.option("--mvm-probability", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+@click.option("--mvm-probability", type=FiniteFloatRange(min=0, max=1, min_open=True), default=None,
               help="SOHO: share of images whose cells of one random dictionary entry are masked.")
 @weight_options
 @click.option("--detector", type=_existing_file, default=None,

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import yaml
 
+from harness.cli.types import FiniteFloatRange
 from harness.fileio import write_text
 
 
@@ -22,12 +23,12 @@ from harness.fileio import write_text
                 type=click.Path(exists=True, file_okay=False, path_type=Path), metavar="RUN_DIR...")
 @click.option("--write", "write", is_flag=True,
               help="Refresh: write --baseline from these runs (mean over seeds) instead of checking.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=5.0, show_default=True,
+@click.option("--tolerance", type=FiniteFloatRange(min=0), default=5.0, show_default=True,
               help="With --write: allowed drop of every metric, in points.")
-@click.option("--tolerance-std", type=click.FloatRange(min=0), default=None,
+@click.option("--tolerance-std", type=FiniteFloatRange(min=0), default=None,
               help="With --write: also allow a drop of this many seed standard deviations of the given runs (needs "
                    "two or more seeds per model and task); the larger allowance applies.")
-@click.option("--throughput-tolerance", type=click.FloatRange(min=0, max=1), default=0.5, show_default=True,
+@click.option("--throughput-tolerance", type=FiniteFloatRange(min=0, max=1), default=0.5, show_default=True,
               help="With --write: allowed fractional throughput loss (0.5 = may run at half the speed).")
 @click.option("--split", default="test", show_default=True, help="With --write: the split whose metrics count.")
 @click.option("--description", default="", help="With --write: what the baseline covers and how it was made.")

@@ -9,6 +9,7 @@ import click
 from harness import distributed
 from harness.cli.model_options import check_weight_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
+from harness.cli.types import SEED, FiniteFloatRange
 from harness.tasks import TASKS
 from harness.training.config import TRAIN_PRESETS
 
@@ -34,14 +35,14 @@ def _summary(record: dict) -> str:
 @click.option("--preset", type=click.Choice(sorted(TRAIN_PRESETS)), default="tiny", show_default=True,
               help="tiny: CPU minutes on the embedded world; base: the papers' sizes (GPU).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Override the preset's epochs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of everything random.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of everything random.")
 @click.option("--seeds", default=None, metavar="N,N,...",
               help="Run the same configuration once per seed into sibling directories RUN_DIR/seed-N (e.g. "
                    "--seeds 1,2,3); `vlbench compare RUN_DIR` then reports mean ± std over them.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the training batch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="AdamW learning rate of transformer and heads.")
-@click.option("--cnn-lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate of the CNN.")
+@click.option("--cnn-lr", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Learning rate of the CNN.")
 @click.option("--cnn-optimizer", type=click.Choice(["adamw", "sgd"]), default=None,
               help="Optimiser of the CNN (Pixel-BERT: sgd).")
 @click.option("--grad-accum", type=click.IntRange(min=1), default=None, help="Gradient accumulation steps.")
@@ -110,6 +111,9 @@ def _parse_seeds(text: str) -> list[int]:
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint="--seeds") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise click.BadParameter(f"expected distinct seeds, got {text!r}", param_hint="--seeds")
+    if any(not SEED.min <= s <= SEED.max for s in seeds):  # type: ignore[operator]
+        raise click.BadParameter(f"seeds must be between {SEED.min} and {SEED.max}, got {text!r}",
+                                 param_hint="--seeds")
     return seeds
 
 

@@ -21,9 +21,9 @@ from harness.assembly import (
     open_data,
     parameter_count,
     prefixed,
-    prepare_run_dir,
     require_splits,
     resolve_setup,
+    run_directory,
 )
 from harness.batches import ImageTensors, TextBatcher, text_issues
 from harness.checkpoints import save_checkpoint
@@ -123,78 +123,78 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
         raise VlbenchError(f"unknown preset {options.preset!r} (known: {', '.join(PRETRAIN_PRESETS)})")
     config = PRETRAIN_PRESETS[options.preset].with_overrides(**options.overrides)
     runtime = Runtime.start(options.device, options.precision)
-    prepare_run_dir(options.run_dir, options.overwrite, options.resume)  # before any slow work: fail fast
-    request = ModelRequest(options.model, options.preset, text_init=options.text_init,
-                           text_init_layers=options.text_init_layers, cnn_init=options.cnn_init,
-                           options={"detector": options.detector, "dictionary_size": options.dictionary_size})
-    setup = resolve_setup(request)
-    _check_objectives(config, options.model)
-    data_source = open_data(options.data, "captions", options.progress)
-    spec = data_source.spec
-    require_splits(spec, ("train", "val"), "pre-training")
+    with run_directory(options.run_dir, options.overwrite, options.resume):  # before any slow work: fail fast
+        request = ModelRequest(options.model, options.preset, text_init=options.text_init,
+                               text_init_layers=options.text_init_layers, cnn_init=options.cnn_init,
+                               options={"detector": options.detector, "dictionary_size": options.dictionary_size})
+        setup = resolve_setup(request)
+        _check_objectives(config, options.model)
+        data_source = open_data(options.data, "captions", options.progress)
+        spec = data_source.spec
+        require_splits(spec, ("train", "val"), "pre-training")
 
-    generator = seed_everything(options.seed)
-    tokenizer = load_tokenizer()
-    data = CaptionPairs(spec, ImageTensors(setup.visual.image_size), TextBatcher(tokenizer, config.max_text_len),
-                        config, vocab_size=setup.transformer.vocab_size, limit=options.limit)
-    splits = ["train", "val"]
-    data_record: dict[str, Any] = {"spec": str(spec.path), "name": spec.name, "task": spec.task, "splits": {}}
-    for split in splits:
-        texts = [c for image in data.examples(split) for c in image.captions]
-        data_record["splits"][split] = {"fingerprint": data.fingerprint(split), **data.summary(split),
-                                        "text": text_issues(tokenizer, texts, config.max_text_len)}
+        generator = seed_everything(options.seed)
+        tokenizer = load_tokenizer()
+        data = CaptionPairs(spec, ImageTensors(setup.visual.image_size), TextBatcher(tokenizer, config.max_text_len),
+                            config, vocab_size=setup.transformer.vocab_size, limit=options.limit)
+        splits = ["train", "val"]
+        data_record: dict[str, Any] = {"spec": str(spec.path), "name": spec.name, "task": spec.task, "splits": {}}
+        for split in splits:
+            texts = [c for image in data.examples(split) for c in image.captions]
+            data_record["splits"][split] = {"fingerprint": data.fingerprint(split), **data.summary(split),
+                                            "text": text_issues(tokenizer, texts, config.max_text_len)}
 
-    # Exactly the assembly `run` uses (region: detector + feature cache, extracted on the run's device).
-    assembled = assemble(setup, runtime, context=PrepareContext(
-        spec=spec, task=data, images=data.images, splits=splits, options=request.given_options(),
-        progress=options.progress, seed=options.seed, detector_boxes=data_source.detector_boxes))
-    setup, model = assembled.setup, assembled.model
-    pixel_sample = resolve_pixel_sample(options.model, model.visual_encoder, config, setup.visual.image_size)
-    _switch_on(options.model, model.visual_encoder, config, pixel_sample, options.seed)
-    heads = PretrainingHeads(model, config.objectives,
-                             setup.dictionary.size if setup.dictionary is not None else None)
-    heads.to(runtime.device)
+        # Exactly the assembly `run` uses (region: detector + feature cache, extracted on the run's device).
+        assembled = assemble(setup, runtime, context=PrepareContext(
+            spec=spec, task=data, images=data.images, splits=splits, options=request.given_options(),
+            progress=options.progress, seed=options.seed, detector_boxes=data_source.detector_boxes))
+        setup, model = assembled.setup, assembled.model
+        pixel_sample = resolve_pixel_sample(options.model, model.visual_encoder, config, setup.visual.image_size)
+        _switch_on(options.model, model.visual_encoder, config, pixel_sample, options.seed)
+        heads = PretrainingHeads(model, config.objectives,
+                                 setup.dictionary.size if setup.dictionary is not None else None)
+        heads.to(runtime.device)
 
-    checkpoint_path = options.run_dir / CHECKPOINT_NAME
-    meta_base = {"model": options.model, "task": "pretrain", "model_config": setup.to_dict(),
-                 "pretrain_config": config.to_dict(), "pixel_sample": pixel_sample, "seed": options.seed,
-                 "data_fingerprints": {s: data_record["splits"][s]["fingerprint"] for s in splits}}
+        checkpoint_path = options.run_dir / CHECKPOINT_NAME
+        meta_base = {"model": options.model, "task": "pretrain", "model_config": setup.to_dict(),
+                     "pretrain_config": config.to_dict(), "pixel_sample": pixel_sample, "seed": options.seed,
+                     "data_fingerprints": {s: data_record["splits"][s]["fingerprint"] for s in splits}}
 
-    def on_epoch(epoch: int, record: dict[str, Any]) -> None:
-        # Every epoch replaces the checkpoint, so a crash later keeps the last complete epoch.
+        def on_epoch(epoch: int, record: dict[str, Any]) -> None:
+            # Every epoch replaces the checkpoint, so a crash later keeps the last complete epoch.
+            if distributed.is_main():
+                state = prefixed({"model": model.state_dict(), "pretrain": heads.own_state_dict()})
+                save_checkpoint(checkpoint_path, state, {**meta_base, "epoch": epoch, "val": record["val"]})
+
+        run_key = {**meta_base, "init": None}
+        if runtime.world_size > 1:
+            # Data order and per-rank sampling depend on the process count: resume with the same one. (Absent for
+            # one process, so resume points written before torchrun support stay valid.)
+            run_key["world_size"] = runtime.world_size
+        resume = ResumeFile(options.run_dir, run_key, every=0)
+        if options.resume:
+            resume.check()
+        elif distributed.is_main():
+            resume.remove()  # never continue a stale point of an earlier run in this directory
+        result = pretrain(model, heads, data, config, runtime, generator, options.seed, cnn=trainable_cnn(model),
+                          on_epoch=on_epoch, progress=options.progress, resume=resume, resuming=options.resume)
+        _switch_off(options.model, model.visual_encoder, setup.visual.pixel_sample)
+        final = result.history[-1]
+        train_record = {**result.to_dict(), "resumed": options.resume, "parameters": parameter_count(model),
+                        "head_parameters": parameter_count(heads) - (
+                            heads.mlm.decoder.weight.numel() if heads.mlm is not None else 0)}
+        record = build_run_record(
+            kind="pretrain", model=options.model, task="pretrain", seed=options.seed,
+            config={"preset": options.preset, "model": setup.to_dict(), "pretrain": config.to_dict(),
+                    "objectives": list(config.objectives), "pixel_sample": pixel_sample, "data": str(spec.path),
+                    "limit": options.limit, **runtime.record(),
+                    "effective_batch_size": config.batch_size * config.grad_accum * runtime.world_size},
+            data=data_record, metrics={"val": final["val"]}, train=train_record, evaluation={},
+            files={"checkpoint": [CHECKPOINT_NAME]}, device=runtime.device,
+        )
+        if assembled.visual_record is not None:
+            record["visual_encoder"] = assembled.visual_record
         if distributed.is_main():
-            state = prefixed({"model": model.state_dict(), "pretrain": heads.own_state_dict()})
-            save_checkpoint(checkpoint_path, state, {**meta_base, "epoch": epoch, "val": record["val"]})
-
-    run_key = {**meta_base, "init": None}
-    if runtime.world_size > 1:
-        # Data order and per-rank sampling depend on the process count: resume with the same one. (Absent for
-        # one process, so resume points written before torchrun support stay valid.)
-        run_key["world_size"] = runtime.world_size
-    resume = ResumeFile(options.run_dir, run_key, every=0)
-    if options.resume:
-        resume.check()
-    elif distributed.is_main():
-        resume.remove()  # never continue a stale point of an earlier run in this directory
-    result = pretrain(model, heads, data, config, runtime, generator, options.seed, cnn=trainable_cnn(model),
-                      on_epoch=on_epoch, progress=options.progress, resume=resume, resuming=options.resume)
-    _switch_off(options.model, model.visual_encoder, setup.visual.pixel_sample)
-    final = result.history[-1]
-    train_record = {**result.to_dict(), "resumed": options.resume, "parameters": parameter_count(model),
-                    "head_parameters": parameter_count(heads) - (
-                        heads.mlm.decoder.weight.numel() if heads.mlm is not None else 0)}
-    record = build_run_record(
-        kind="pretrain", model=options.model, task="pretrain", seed=options.seed,
-        config={"preset": options.preset, "model": setup.to_dict(), "pretrain": config.to_dict(),
-                "objectives": list(config.objectives), "pixel_sample": pixel_sample, "data": str(spec.path),
-                "limit": options.limit, **runtime.record(),
-                "effective_batch_size": config.batch_size * config.grad_accum * runtime.world_size},
-        data=data_record, metrics={"val": final["val"]}, train=train_record, evaluation={},
-        files={"checkpoint": [CHECKPOINT_NAME]}, device=runtime.device,
-    )
-    if assembled.visual_record is not None:
-        record["visual_encoder"] = assembled.visual_record
-    if distributed.is_main():
-        write_run_record(options.run_dir, record)
-        resume.remove()
-    return record
+            write_run_record(options.run_dir, record)
+            resume.remove()
+        return record

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,20 @@ def _read_run(path: Path) -> dict[str, Any]:
     missing = [k for k in ("model", "task", "metrics") if not isinstance(record, dict) or k not in record]
     if missing:
         raise VlbenchError(f"{path / 'run.json'}: not a vlbench run record (missing {', '.join(missing)})")
+    if not isinstance(record["metrics"], dict):
+        raise VlbenchError(f"{path / 'run.json'}: 'metrics' is not a mapping")
+    _check_finite(record["metrics"], path / "run.json", "metrics")
     return record
+
+
+def _check_finite(node: Any, path: Path, where: str) -> None:
+    """Every number of a record's metrics must be finite: a NaN would sort as 'best' in one table and lose its
+    paired test in another."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_finite(value, path, f"{where}.{key}")
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise VlbenchError(f"{path}: {where} is {node}, not a finite number")
 
 
 def collect(paths: list[Path]) -> Collection:
