@@ -88,17 +88,23 @@ def prepare_run_dir(run_dir: Path, overwrite: bool, resume: bool = False) -> Run
     for as long as the command writes there."""
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = RunDirLock(run_dir) if distributed.is_main() else None
-    if resume and (run_dir / "run.json").exists():
-        raise VlbenchError(f"{run_dir} holds a finished run (run.json); there is nothing to resume")
-    if (run_dir / "run.json").exists():
-        if not overwrite:
-            raise VlbenchError(f"{run_dir} already holds a run (run.json); choose another --run-dir or pass "
-                               "--overwrite")
-        if distributed.is_main():
-            for pattern in RUN_ARTEFACTS:  # the new run's files must not sit beside the old run's leftovers
-                for path in run_dir.glob(pattern):
-                    path.unlink(missing_ok=True)
-    distributed.barrier()
+    try:
+        if resume and (run_dir / "run.json").exists():
+            raise VlbenchError(f"{run_dir} holds a finished run (run.json); there is nothing to resume")
+        if (run_dir / "run.json").exists():
+            if not overwrite:
+                raise VlbenchError(f"{run_dir} already holds a run (run.json); choose another --run-dir or pass "
+                                   "--overwrite")
+            if distributed.is_main():
+                for pattern in RUN_ARTEFACTS:  # the new run's files must not sit beside the old run's leftovers
+                    for path in run_dir.glob(pattern):
+                        path.unlink(missing_ok=True)
+        distributed.barrier()
+    except BaseException:
+        # Released now, not when the traceback (which keeps this frame, and the lock, alive) is collected.
+        if lock is not None:
+            lock.release()
+        raise
     return lock
 
 

@@ -151,3 +151,14 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_leaves_nothing(tm
     with pytest.raises(VlbenchError, match="cannot write the checkpoint"):
         save_checkpoint(tmp_path / "ck.safetensors", {"model.w": torch.zeros(2)}, {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_run_dir_does_not_stay_locked(tmp_path: Path) -> None:
+    """The refusal happens after the lock is taken; the lock must go with the error, not with the traceback
+    (an in-process caller, like a test runner, keeps tracebacks alive)."""
+    (tmp_path / "run.json").write_text("{}")
+    with pytest.raises(VlbenchError, match="already holds a run") as first:
+        prepare_run_dir(tmp_path, overwrite=False)
+    with pytest.raises(VlbenchError, match="already holds a run"):
+        prepare_run_dir(tmp_path, overwrite=False)  # not "in use by another vlbench command"
+    assert first.value is not None and not (tmp_path / LOCK_NAME).exists()
