@@ -162,3 +162,12 @@ def test_a_refused_run_dir_does_not_stay_locked(tmp_path: Path) -> None:
     with pytest.raises(VlbenchError, match="already holds a run"):
         prepare_run_dir(tmp_path, overwrite=False)  # not "in use by another vlbench command"
     assert first.value is not None and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_a_model_whose_outputs_are_not_finite_is_not_scored(world: Path, tmp_path: Path) -> None:
+    """Huge but finite weights (one step at --lr 1e30) overflow to NaN outputs; argmax would still pick answers
+    (the run used to report 40.62); now the run stops before scoring them."""
+    result = _invoke("run", "--model", "textonly", "--task", "vqa", "--data", world / "vqa.yaml", "--lr", "1e30",
+                     "--limit", 16, "--epochs", 1, "--run-dir", tmp_path / "r", "--no-progress")
+    _one_line_error(result, "outputs are NaN or infinite")
+    assert not (tmp_path / "r" / "run.json").exists()

@@ -52,6 +52,16 @@ class Metric:
         return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
+def finite_outputs(logits: torch.Tensor, task: str, split: str) -> torch.Tensor:
+    """``logits`` as float32, or a VlbenchError when any is NaN or infinite: a diverged model still 'predicts'
+    (argmax of NaNs picks an answer) and would be scored as if it had."""
+    logits = logits.float()
+    if not bool(torch.isfinite(logits).all()):
+        raise VlbenchError(f"{task} {split}: the model's outputs are NaN or infinite (its weights diverged, e.g. a "
+                           "learning rate far too high); nothing is scored")
+    return logits
+
+
 @dataclass
 class Evaluation:
     """The outcome of predicting one split.

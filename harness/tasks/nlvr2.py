@@ -23,7 +23,7 @@ from harness.fileio import write_text
 from harness.metrics.nlvr2 import nlvr2_per_example_correct, nlvr2_scores
 from harness.runtime import Runtime
 from harness.tasks import TASKS
-from harness.tasks.base import Evaluation, Metric, Task
+from harness.tasks.base import Evaluation, Metric, Task, finite_outputs
 from pixelbert.heads import Nlvr2Head
 
 
@@ -107,7 +107,7 @@ class Nlvr2Task(Task):
             batch = {k: v.to(runtime.device) for k, v in self._batch(local[start:start + size]).items()}
             with runtime.autocast():
                 logits = pair_logits(model, head, batch)
-            predicted += logits.float().argmax(dim=1).bool().tolist()
+            predicted += finite_outputs(logits, self.name, split).argmax(dim=1).bool().tolist()
         predicted = gather_concat(predicted)
         predictions = {e.identifier: str(p) for e, p in zip(examples, predicted)}
 

@@ -28,7 +28,7 @@ from harness.fileio import write_bytes
 from harness.metrics.retrieval import retrieval_per_query_ranks, retrieval_recall
 from harness.runtime import Runtime
 from harness.tasks import TASKS
-from harness.tasks.base import Evaluation, Metric, Task
+from harness.tasks.base import Evaluation, Metric, Task, finite_outputs
 from harness.tasks.rerank import Rerank, candidate_mask, merge_scores
 from pixelbert.heads import ItmHead
 from pixelbert.visual import VisualTokens
@@ -191,7 +191,8 @@ class RetrievalTask(Task):
                         columns, ids, mask = columns[keep], ids[picked], mask[picked]
                     index = torch.full((len(columns),), offset, device=device)
                     with runtime.autocast():
-                        logits = match_score(model, head, ids, mask, visual.index(index)).float()
+                        logits = finite_outputs(match_score(model, head, ids, mask, visual.index(index)), self.name,
+                                                split)
                     scores[start + offset, columns] = (logits[:, 1] - logits[:, 0]).cpu().numpy()
                     bar.update(len(columns))
         bar.close()

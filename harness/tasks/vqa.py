@@ -26,7 +26,7 @@ from harness.fileio import read_json, write_json
 from harness.metrics.vqa import vqa_evaluate, vqa_per_question_accuracy
 from harness.runtime import Runtime
 from harness.tasks import TASKS
-from harness.tasks.base import Evaluation, Metric, Task
+from harness.tasks.base import Evaluation, Metric, Task, finite_outputs
 from pixelbert.heads import VqaHead
 
 
@@ -116,7 +116,7 @@ class VqaTask(Task):
             text = {k: v.to(runtime.device) for k, v in self.text([e.question for e in chunk]).items()}
             with runtime.autocast():
                 logits = head(model(text["input_ids"], text["attention_mask"], images).pooled)
-            answers += [self.answers[i] for i in logits.float().argmax(dim=1).tolist()]
+            answers += [self.answers[i] for i in finite_outputs(logits, self.name, split).argmax(dim=1).tolist()]
         answers = gather_concat(answers)
         results = [{"question_id": e.question_id, "answer": a} for e, a in zip(examples, answers)]
 
