@@ -58,6 +58,8 @@ def _counts(scene: Scene, rng: random.Random) -> str:
     parts = [_a(s) if k == 1 else f"{NUMBER_WORDS[k]} {PLURALS[s]}" for s, k in sorted(by_shape.items())]
     rng.shuffle(parts)
     n = NUMBER_WORDS[len(scene.objects)]
+    if len(scene.objects) == 1:  # v3 scenes may hold a single object
+        return rng.choice((f"one shape: {parts[0]}", f"{parts[0]}, one object in all"))
     by_color = Counter(o.color for o in scene.objects)
     color, k = max(sorted(by_color.items()), key=lambda item: item[1])
     color_part = "" if k == 1 else f", all of them {color}" if k == len(scene.objects) else f", {NUMBER_WORDS[k]} of them {color}"
@@ -68,6 +70,9 @@ def _counts(scene: Scene, rng: random.Random) -> str:
 def _spatial(scene: Scene, rng: random.Random) -> str:
     pairs = [(a, b, rel) for a in scene.objects for b in scene.objects if a is not b
              for rel in RELATION_WORDS if relation(a, b, rel)]
+    if len(scene.objects) == 1:  # nothing to relate: say that it is alone, and where
+        obj = scene.objects[0]
+        return f"just one {obj.color} {obj.shape}, {_where(obj)}"
     if not pairs:  # every pair too close to call: say where the objects are instead
         return " and ".join(f"{_describe(o, rng, size=False)} {_where(o)}" for o in scene.objects[:3])
     first = rng.choice(pairs)
@@ -80,8 +85,13 @@ def _spatial(scene: Scene, rng: random.Random) -> str:
 
 def _background(scene: Scene, rng: random.Random) -> str:
     colors = list(dict.fromkeys(o.color for o in scene.objects))
-    shapes = list(dict.fromkeys(PLURALS[o.shape] for o in scene.objects))
     bg = scene.background.describe()
+    if len(scene.objects) == 1:
+        obj = scene.objects[0]
+        if rng.random() < 0.5:
+            return f"{_a(bg)} background with one {obj.color} shape"
+        return f"{_a(obj.shape)} in {obj.color} on {_a(bg)} background"
+    shapes = list(dict.fromkeys(PLURALS[o.shape] for o in scene.objects))
     if rng.random() < 0.5:
         return f"{_a(bg)} background with {_join(colors)} shapes"
     return f"{_join(shapes)} in {_join(colors)} on {_a(bg)} background"

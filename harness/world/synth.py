@@ -99,7 +99,7 @@ def generate_world(folder: str | Path, *, seed: int = 0, size: str | WorldSize =
             counts["coco"][split] = {"images": len(coco_json["images"]),
                                      "annotations": len(coco_json["annotations"])}
             counts["vqa"][split] = _write_vqa(folder, seed, world, split, ids, scenes, meta)
-            counts["retrieval"][split] = _add_captions(karpathy_images, seed, world, split, ids, scenes)
+            counts["retrieval"].update(_add_captions(karpathy_images, seed, world, split, ids, scenes))
             counts["nlvr2"][split] = _write_nlvr2(folder, seed, world, split, meta, bar.update)
         counts["captions"] = {split: dict(c) for split, c in counts["retrieval"].items()}  # same Karpathy file
         _write_compact_json(folder / "karpathy/dataset_world.json", {"images": karpathy_images, "dataset": "world"})
@@ -146,26 +146,33 @@ def _write_vqa(folder: Path, seed: int, world: WorldSize, split: str, ids: list[
 
 
 def _add_captions(karpathy_images: list[dict[str, Any]], seed: int, world: WorldSize, split: str,
-                  ids: list[int], scenes: list[Scene]) -> dict[str, int]:
+                  ids: list[int], scenes: list[Scene]) -> dict[str, dict[str, int]]:
+    """Karpathy entries for ``split``'s scenes; train scenes past ``world.retrieval_train_images`` go to Karpathy's
+    ``restval`` split (as in the real file), so VQA can train on many scenes while retrieval keeps its budget.
+    Returns image and caption counts per Karpathy split name."""
     rng = _rng(seed, "captions", split)
-    n_captions = 0
-    for image_id, scene in zip(ids, scenes, strict=True):
+    counts: dict[str, dict[str, int]] = {}
+    for index, (image_id, scene) in enumerate(zip(ids, scenes, strict=True)):
         imgid = len(karpathy_images)
         first = karpathy_images[-1]["sentids"][-1] + 1 if karpathy_images else 0  # sentids run on across splits
         raws = captions_for_scene(scene, rng, world.captions_per_image)
         sentids = list(range(first, first + len(raws)))
+        limit = world.retrieval_train_images
+        karpathy_split = "restval" if split == "train" and limit and index >= limit else split
         karpathy_images.append({
             "filepath": "images",
             "filename": Path(IMAGE_TEMPLATE.format(image_id=image_id)).name,
             "imgid": imgid,
-            "split": split,
+            "split": karpathy_split,
             "cocoid": image_id,
             "sentids": sentids,
             "sentences": [{"tokens": tokenize(raw), "raw": raw, "imgid": imgid, "sentid": sentid}
                           for raw, sentid in zip(raws, sentids, strict=True)],
         })
-        n_captions += len(raws)
-    return {"images": len(ids), "captions": n_captions}
+        c = counts.setdefault(karpathy_split, {"images": 0, "captions": 0})
+        c["images"] += 1
+        c["captions"] += len(raws)
+    return counts
 
 
 def _write_nlvr2(folder: Path, seed: int, world: WorldSize, split: str, meta: dict[str, Any],
@@ -173,7 +180,7 @@ def _write_nlvr2(folder: Path, seed: int, world: WorldSize, split: str, meta: di
     rng = _rng(seed, "nlvr2", split)
     balancer = nlvr2.LabelBalancer()
     lines: list[str] = []
-    for set_id, template in enumerate(nlvr2.template_cycle(rng, world.nlvr2_sets[split])):
+    for set_id, template in enumerate(nlvr2.template_cycle(rng, world.nlvr2_sets[split], world.nlvr2_templates)):
         statement = nlvr2.sample_statement(rng, template)
         for pair_id, label in enumerate(balancer.labels(rng, template, world.nlvr2_pairs_per_set)):
             left, right = nlvr2.make_pair(statement, label, rng)

@@ -16,6 +16,8 @@ from typing import Any
 
 from harness.world.scene import (
     COLOR_NAMES,
+    MAX_OBJECTS,
+    MIN_OBJECTS,
     NUMBER_WORDS,
     PLURALS,
     SHAPES,
@@ -30,7 +32,7 @@ TEMPLATES: dict[str, tuple[tuple[str, ...], str]] = {
     "count_combo": (("0", "1", "2"), "number"),
     "count_shape": (("0", "1", "2", "3"), "number"),
     "count_color": (("0", "1", "2", "3"), "number"),
-    "count_all": (("2", "3", "4", "5"), "number"),
+    "count_all": (tuple(str(n) for n in range(MIN_OBJECTS, MAX_OBJECTS + 1)), "number"),
     "exist_combo": (("yes", "no"), "yes/no"),
     "exist_shape": (("yes", "no"), "yes/no"),
     "exist_color": (("yes", "no"), "yes/no"),
