@@ -76,6 +76,9 @@ class RunOptions:
     """Region model: ``detector`` (default) or ``gt`` (annotated boxes, the oracle upper bound)."""
     resume: bool = False
     """Continue an interrupted run from ``run_dir/resume.safetensors`` (same options and data required)."""
+    pretraining: str = "auto"
+    """Where the weights start when ``init`` is not given: ``world`` (the cached world pre-training,
+    harness/pretraining/world.py), ``none`` (random), ``auto`` (world on the embedded world, else none)."""
 
 
 def _data_record(task: Task, splits: list[str], max_text_len: int) -> dict[str, Any]:
@@ -118,6 +121,34 @@ def _present(spec: DatasetSpec, splits: tuple[str, ...]) -> list[str]:
     return [s for s in splits if s in spec.splits]
 
 
+PRETRAINING_CHOICES = ("auto", "world", "none")
+
+
+def _initial_weights(options: RunOptions, world: Path | None,
+                     runtime: Runtime) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint the run starts from and, when it is the world pre-training, that stage's record."""
+    from harness.pretraining.world import WorldPretraining, supported, world_pretrained
+
+    if options.pretraining not in PRETRAINING_CHOICES:
+        raise VlbenchError(f"pretraining must be one of {PRETRAINING_CHOICES}, got {options.pretraining!r}")
+    if options.init is not None:
+        if options.pretraining == "world":
+            raise VlbenchError("--init and --pretraining world both say where the weights start; give one")
+        return options.init, None
+    wanted = options.pretraining == "world" or (
+        options.pretraining == "auto" and world is not None and supported(options.preset))
+    if not wanted:
+        return None, None
+    if world is None:
+        raise VlbenchError("--pretraining world needs the embedded world (omit --data)")
+    request = WorldPretraining(
+        model=options.model, preset=options.preset, world=world, precision=runtime.precision, device=options.device,
+        progress=options.progress,
+        options={"detector": options.detector, "text_init": options.text_init,
+                 "text_init_layers": options.text_init_layers, "cnn_init": options.cnn_init})
+    return world_pretrained(request)
+
+
 def run_experiment(options: RunOptions) -> dict[str, Any]:
     """Train ``options.model`` on ``options.task``, keep the best validation checkpoint, predict val/test."""
     task_cls = TASKS.get(options.task)
@@ -132,6 +163,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         data = open_data(options.data, options.task, options.progress)
         spec = data.spec
         require_splits(spec, ("train", "val"), "training")
+        init, pretraining = _initial_weights(options, data.world, runtime)
 
         generator = seed_everything(options.seed)
         images = ImageTensors(setup.visual.image_size)
@@ -144,15 +176,15 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         init_state: dict[str, Any] = {}
 
         def load(model: nn.Module) -> None:
-            if options.init is not None:
-                init_state.update(load_init(model, options.init))
+            if init is not None:
+                init_state.update(load_init(model, init))
 
         assembled = assemble(setup, runtime, load=load, context=PrepareContext(
             spec=spec, task=task, images=images, splits=splits, options=request.given_options(),
             progress=options.progress, seed=options.seed, detector_boxes=data.detector_boxes))
         setup, model = assembled.setup, assembled.model
         head = task.build_head(setup.transformer.hidden_size)
-        head_init = load_init_head(head, task, options.init, init_state) if options.init is not None else None
+        head_init = load_init_head(head, task, init, init_state) if init is not None else None
         head.to(runtime.device)
 
         checkpoint_path = options.run_dir / CHECKPOINT_NAME
@@ -168,7 +200,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         # Everything a resumed run must share with the interrupted one; anything else differing is refused.
         run_key = {k: meta_base[k] for k in ("model", "task", "model_config", "train_config", "seed",
                                               "data_fingerprints")}
-        run_key["init"] = _str(options.init)
+        run_key["init"] = _str(init)
         resume = ResumeFile(options.run_dir, run_key, train_config.checkpoint_every)
         if options.resume:
             resume.check()
@@ -190,7 +222,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         record = build_run_record(
             kind="run", model=options.model, task=options.task, seed=options.seed,
             config={"preset": options.preset, "model": setup.to_dict(), "train": train_config.to_dict(),
-                    "data": str(spec.path), "limit": options.limit, "init": _str(options.init), "head_init": head_init,
+                    "data": str(spec.path), "limit": options.limit, "init": _str(init), "head_init": head_init,
+                    "pretraining": pretraining,
                     **runtime.record(),
                     "effective_batch_size": train_config.batch_size * train_config.grad_accum * runtime.world_size},
             data=data_record, metrics=metrics,

@@ -169,9 +169,9 @@ def test_layout_and_world_json(cli_world: Path) -> None:
         assert counts["vqa"][split] == {"images": TINY.images[split], "questions": TINY.questions_per_image * TINY.images[split]}
         assert counts["nlvr2"][split]["sets"] == TINY.nlvr2_sets[split]
         assert counts["nlvr2"][split]["examples"] == 4 * TINY.nlvr2_sets[split]
-        karpathy = TINY.retrieval_train_images if split == "train" and TINY.retrieval_train_images else TINY.images[split]
+        karpathy = TINY.karpathy_train_images if split == "train" and TINY.karpathy_train_images else TINY.images[split]
         assert counts["retrieval"][split] == {"images": karpathy, "captions": 5 * karpathy}
-    restval = TINY.images["train"] - TINY.retrieval_train_images if TINY.retrieval_train_images else 0
+    restval = TINY.images["train"] - TINY.karpathy_train_images if TINY.karpathy_train_images else 0
     assert counts["retrieval"].get("restval", {"images": 0})["images"] == restval
     assert len(list((cli_world / "images").glob("world_*.png"))) == sum(TINY.images.values())
     assert not [p for p in cli_world.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
@@ -310,9 +310,9 @@ def test_karpathy_captions(cli_world: Path) -> None:
         sentids += image["sentids"]
     assert len(sentids) == len(set(sentids))
     expected = Counter(TINY.images)
-    if TINY.retrieval_train_images:  # later train scenes are Karpathy "restval", as in the real file
-        expected["restval"] = expected["train"] - TINY.retrieval_train_images
-        expected["train"] = TINY.retrieval_train_images
+    if TINY.karpathy_train_images:  # later train scenes are Karpathy "restval", as in the real file
+        expected["restval"] = expected["train"] - TINY.karpathy_train_images
+        expected["train"] = TINY.karpathy_train_images
     assert Counter(i["split"] for i in data["images"]) == expected
     # Captions tell images apart: within the test split almost every image has a caption set of its own.
     test = [tuple(s["raw"] for s in i["sentences"]) for i in data["images"] if i["split"] == "test"]

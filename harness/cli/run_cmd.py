@@ -50,6 +50,11 @@ def _summary(record: dict) -> str:
               help="Retrieval: hardest of a few sampled negative captions instead of a random one.")
 @click.option("--init", type=_existing_file, default=None,
               help="Initialise the model from a vlbench checkpoint (e.g. from `vlbench pretrain`).")
+@click.option("--pretraining", type=click.Choice(["auto", "world", "none"]), default="auto", show_default=True,
+              help="Where the weights start without --init. world: a checkpoint pre-trained on the embedded world's "
+                   "captions (MLM+ITM, +MVM for soho, MLM for textonly; the papers' protocol), made once per model "
+                   "and cached in $VLBENCH_CACHE/pretrained; none: random weights; auto: world when --data is "
+                   "omitted (the embedded benchmark), else none.")
 @weight_options
 @click.option("--detector", type=_existing_file, default=None,
               help="region/grid: a trained detector (`vlbench detector train` output, or a torchvision Faster "
@@ -71,7 +76,7 @@ def _summary(record: dict) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, cnn_optimizer, grad_accum,
-        hard_negatives, init, text_init, text_init_layers, cnn_init, detector, detector_data, boxes, limit, device,
+        hard_negatives, init, pretraining, text_init, text_init_layers, cnn_init, detector, detector_data, boxes, limit, device,
         precision, resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
 
@@ -94,7 +99,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
             model=model, task=task, run_dir=this_dir, data=data, preset=preset, seed=this_seed, init=init,
             text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
             precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
-            detector=detector, detector_data=detector_data, boxes=boxes, resume=resume,
+            detector=detector, detector_data=detector_data, boxes=boxes, resume=resume, pretraining=pretraining,
         ))
         which = f"{model} on {task}" + (f" (seed {this_seed})" if seeds is not None else "")
         if not distributed.is_main():

@@ -23,7 +23,7 @@ SIZE_CHOICES = ("tiny", "small")
 def synth(out: Path, seed: int, size: str, force: bool, no_progress: bool) -> None:
     """Generate the embedded world into OUT.
 
-    Procedurally rendered scenes (2-5 shapes of 6 colours on varied backgrounds) with, for splits
+    Procedurally rendered scenes (1-3 shapes of 6 colours on varied backgrounds) with, for splits
     train/val/test: VQA v2 questions and 10-annotator answers, NLVR2 JSON-lines with image pairs,
     a Karpathy caption JSON (5 captions per image), COCO boxes, and the specs vqa.yaml, nlvr2.yaml,
     retrieval.yaml and captions.yaml (plus WORLD.json). See docs/dataset-spec.md for the layout.

@@ -89,7 +89,8 @@ def run_ablation(out: Path, world: Path, *, variants: tuple[str, ...] | None = N
             run_dir = out / variant.name / task
             record = _existing(run_dir) or run_experiment(RunOptions(
                 model=variant.model, task=task, run_dir=run_dir, data=world / f"{task}.yaml", seed=seed, init=init,
-                device=device, precision=precision, overwrite=True, progress=progress, limit=limit, train_overrides={"epochs": epochs}))
+                device=device, precision=precision, overwrite=True, progress=progress, limit=limit, train_overrides={"epochs": epochs},
+                pretraining="none"))  # each variant's own pre-training (or none) is the point
             row["tasks"][task] = {"test": record["metrics"].get("test"), "val": record["metrics"].get("val"),
                                   "seconds": record["train"]["wall_seconds"]}
         rows.append(row)

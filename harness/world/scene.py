@@ -185,7 +185,7 @@ def _filler(rng: random.Random, chosen: list[tuple[str, str]], forbid: Sequence[
 
 def sample_scene(rng: random.Random, *, n_objects: int | None = None, required: Sequence[Spec] = (),
                  forbid: Sequence[Spec] = ()) -> Scene:
-    """A random scene with ``n_objects`` objects (default 2-5), containing one object per ``required`` spec;
+    """A random scene with ``n_objects`` objects (default 1-3), containing one object per ``required`` spec;
     the other objects match none of ``forbid`` (so "exactly two red circles" can be made true by construction).
     """
     low = max(MIN_OBJECTS, len(required))

@@ -25,9 +25,17 @@ class WorldSize:
     nlvr2_pairs_per_set: int = 4  # several pairs per sentence, so NLVR2 consistency means something
     captions_per_image: int = 5
     supersample: int = 2  # draw at this multiple and downscale: cheap anti-aliasing
-    retrieval_train_images: int = 0
+    karpathy_train_images: int = 0
     """0: every train scene is a Karpathy ``train`` image; N: only the first N are, the rest are ``restval``
-    (in the file, unused by the world's retrieval and captions specs) so retrieval's budget stays fixed."""
+    (as in the real file, where restval comes from COCO val2014). Only the first N carry COCO boxes in
+    ``instances_train.json``, so the region detector trains on as many images as before; restval is in the
+    Karpathy file (pre-training's captions spec reads train + restval) but not in retrieval's train split, so
+    retrieval's fine-tuning budget stays fixed."""
+    karpathy_test_images: int = 0
+    """0: every test scene is captioned (a Karpathy ``test`` image); N: only the first N are. Retrieval scores
+    every (image, caption) pair with the cross-encoder, n x 5n passes: 100 images take about a minute on the
+    2-core CPU, 700 would take about 45 (the VQA test split's size). Scoring more needs a first stage and
+    re-ranking (`vlbench eval --rerank-k`)."""
     nlvr2_templates: tuple[str, ...] = NLVR2_TEMPLATES  # the statement mix; a template listed twice gets twice the sets
 
     def nlvr2_pairs(self, split: str) -> int:
@@ -54,7 +62,8 @@ TINY = WorldSize(
     images={"train": 18000, "val": 100, "test": 700},
     nlvr2_sets={"train": 600, "val": 150, "test": 500},
     questions_per_image=3,
-    retrieval_train_images=2000,
+    karpathy_train_images=2000,
+    karpathy_test_images=100,
 )
 
 SMALL = WorldSize(

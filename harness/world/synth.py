@@ -87,11 +87,13 @@ def generate_world(folder: str | Path, *, seed: int = 0, size: str | WorldSize =
             next_image_id += len(ids)
             scene_rng = _rng(seed, "scenes", split)
             scenes = [sample_scene(scene_rng) for _ in ids]
-            for image_id, scene in zip(ids, scenes, strict=True):
+            boxed = world.karpathy_train_images if split == "train" and world.karpathy_train_images else len(ids)
+            for index, (image_id, scene) in enumerate(zip(ids, scenes, strict=True)):
                 rendered = render_scene(scene, world.image_px, world.supersample)
                 file_name = IMAGE_TEMPLATE.format(image_id=image_id)
                 save_png(rendered.image, str(folder / file_name))
-                coco.add(image_id, Path(file_name).name, world.image_px, scene, rendered)
+                if index < boxed:  # restval scenes have no boxes in instances_train (see WorldSize)
+                    coco.add(image_id, Path(file_name).name, world.image_px, scene, rendered)
                 meta["images"][str(image_id)] = {"split": split, **scene.to_json()}
                 bar.update()
             coco_json = coco.to_json(split)
@@ -147,17 +149,19 @@ def _write_vqa(folder: Path, seed: int, world: WorldSize, split: str, ids: list[
 
 def _add_captions(karpathy_images: list[dict[str, Any]], seed: int, world: WorldSize, split: str,
                   ids: list[int], scenes: list[Scene]) -> dict[str, dict[str, int]]:
-    """Karpathy entries for ``split``'s scenes; train scenes past ``world.retrieval_train_images`` go to Karpathy's
-    ``restval`` split (as in the real file), so VQA can train on many scenes while retrieval keeps its budget.
-    Returns image and caption counts per Karpathy split name."""
+    """Karpathy entries for ``split``'s scenes; train scenes past ``world.karpathy_train_images`` go to Karpathy's
+    ``restval`` split (as in the real file), so VQA can train on many scenes while retrieval keeps its budget;
+    only the first ``world.karpathy_test_images`` test scenes are captioned. Returns image and caption counts per Karpathy split name."""
     rng = _rng(seed, "captions", split)
     counts: dict[str, dict[str, int]] = {}
     for index, (image_id, scene) in enumerate(zip(ids, scenes, strict=True)):
+        if split == "test" and world.karpathy_test_images and index >= world.karpathy_test_images:
+            break  # captioned test scenes: see WorldSize.karpathy_test_images
         imgid = len(karpathy_images)
         first = karpathy_images[-1]["sentids"][-1] + 1 if karpathy_images else 0  # sentids run on across splits
         raws = captions_for_scene(scene, rng, world.captions_per_image)
         sentids = list(range(first, first + len(raws)))
-        limit = world.retrieval_train_images
+        limit = world.karpathy_train_images
         karpathy_split = "restval" if split == "train" and limit and index >= limit else split
         karpathy_images.append({
             "filepath": "images",
@@ -233,9 +237,12 @@ def _write_specs(folder: Path, seed: int, world: WorldSize) -> None:
                 + "{split}-{set}-{pair}-{img}.png"} for s in SPLITS}},
     }
     for task in ("retrieval", "captions"):
-        # Karpathy filepath is "images", so the image root is the world folder itself.
+        # Karpathy filepath is "images", so the image root is the world folder itself. Pre-training (captions)
+        # reads train + restval, as caption pre-training on COCO does; retrieval fine-tunes on train only.
         specs[task] = {"task": task, "name": f"world-{world.name}-{task}", "splits": {
             s: {"karpathy": "karpathy/dataset_world.json", "split": s, "images": ".", **boxes(s)} for s in SPLITS}}
+    if world.karpathy_train_images:
+        specs["captions"]["splits"]["train"]["split"] = ["train", "restval"]
     for task, spec in specs.items():
         write_text(folder / f"{task}.yaml", header + yaml.safe_dump(spec, sort_keys=False, width=200))
 

@@ -1,0 +1,104 @@
+"""The world pre-training stage of `vlbench run`: made once per model and configuration, cached, reused, recorded.
+
+The real stage is 3 epochs over 18,000 captioned scenes (minutes); these tests shrink the pre-training itself
+(1 epoch on 16 images) and exercise everything around it for real: the cache key, the lock, the staging
+folder, reuse, and what `run` records and refuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import harness.pretraining.experiment as pretraining_experiment
+from harness.errors import VlbenchError
+from harness.experiment import RunOptions, run_experiment
+from harness.pretraining.world import WorldPretraining, world_objectives, world_pretrained
+
+
+@pytest.fixture
+def small_pretraining(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Pre-training shrunk to 1 epoch on 16 images; returns the models pre-trained, in order."""
+    real = pretraining_experiment.run_pretraining
+    calls: list[str] = []
+
+    def shrunk(options):
+        calls.append(options.model)
+        options.limit = 16
+        options.overrides = {**options.overrides, "epochs": 1}
+        return real(options)
+
+    monkeypatch.setattr(pretraining_experiment, "run_pretraining", shrunk)
+    return calls
+
+
+def test_objectives_follow_each_paper() -> None:
+    assert world_objectives("pixelbert") == ("mlm", "itm")
+    assert world_objectives("region") == ("mlm", "itm")
+    assert world_objectives("soho") == ("mlm", "itm", "mvm")
+    assert world_objectives("textonly") == ("mlm",)
+
+
+def test_made_once_then_reused(world: Path, tmp_path: Path, small_pretraining: list[str]) -> None:
+    request = WorldPretraining(model="pixelbert", preset="tiny", world=world, precision="fp32", progress=False)
+    first, record = world_pretrained(request, cache=tmp_path)
+    assert first.is_file() and record["trained_now"]
+    assert record["objectives"] == ["mlm", "itm"] and record["data"].endswith("captions.yaml")
+    again, record2 = world_pretrained(request, cache=tmp_path)
+    assert again == first and not record2["trained_now"]
+    assert small_pretraining == ["pixelbert"], "the second call must reuse the cached checkpoint"
+    # Anything that changes the weights is a different entry; no staging folder is left behind.
+    other = WorldPretraining(model="pixelbert", preset="tiny", world=world, precision="bf16", progress=False)
+    assert other.key() != request.key()
+    assert [p.name for p in (tmp_path / "pretrained").iterdir() if p.name.startswith(".") and "new" in p.name] == []
+
+
+def test_interrupted_pretraining_leaves_no_entry(world: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(options):
+        options.run_dir.mkdir(parents=True)
+        (options.run_dir / "half-written").write_text("x")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretraining_experiment, "run_pretraining", broken)
+    request = WorldPretraining(model="textonly", preset="tiny", world=world, precision="fp32", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        world_pretrained(request, cache=tmp_path)
+    assert not (tmp_path / "pretrained" / request.key()).exists()
+    assert not any("new" in p.name for p in (tmp_path / "pretrained").iterdir())
+
+
+def test_run_on_the_default_world_starts_from_it(world: Path, tmp_path: Path, small_pretraining: list[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default world is the session's world (the cache already holds it under its name).
+    import harness.assembly as assembly
+
+    monkeypatch.setattr(assembly, "default_world", lambda progress=True: world)
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path / "cache"))
+    record = run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / "run", limit=40,
+                                       train_overrides={"epochs": 1}, progress=False))
+    stage = record["config"]["pretraining"]
+    assert small_pretraining == ["textonly"]
+    assert stage["source"] == "world-pretraining" and stage["objectives"] == ["mlm"]
+    assert record["config"]["init"] == stage["checkpoint"]
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["pretraining"]["trained_now"]
+    # --pretraining none: random weights, nothing pre-trained or recorded.
+    record = run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / "scratch", limit=40,
+                                       train_overrides={"epochs": 1}, progress=False, pretraining="none"))
+    assert record["config"]["pretraining"] is None and record["config"]["init"] is None
+    assert small_pretraining == ["textonly"]
+
+
+def test_given_data_trains_from_scratch_unless_told(world: Path, tmp_path: Path, small_pretraining: list[str]) -> None:
+    record = run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / "run",
+                                       data=world / "vqa.yaml", limit=40, train_overrides={"epochs": 1},
+                                       progress=False))
+    assert record["config"]["pretraining"] is None and small_pretraining == []
+    with pytest.raises(VlbenchError, match="needs the embedded world"):
+        run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / "w", data=world / "vqa.yaml",
+                                  pretraining="world", progress=False))
+    checkpoint = tmp_path / "run" / "checkpoint.safetensors"
+    with pytest.raises(VlbenchError, match="give one"):
+        run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / "both", init=checkpoint,
+                                  pretraining="world", progress=False))
