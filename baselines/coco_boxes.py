@@ -65,15 +65,17 @@ def load_coco_boxes(spec: DatasetSpec, split: str) -> CocoBoxes:
             boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
                                    a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32).reshape(-1, 4)
             labels = torch.tensor([int(a["category_id"]) for a in anns], dtype=torch.long)
-            images.append(BoxedImage(image_id, locate(info), int(info["width"]),
-                                     int(info["height"]), boxes, labels))
+            file = locate(info)
+            if file is None:
+                continue  # boxed, but not in this split (COCO's val2014 file also covers Karpathy restval)
+            images.append(BoxedImage(image_id, file, int(info["width"]), int(info["height"]), boxes, labels))
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise DataError(f"{path}: malformed COCO instances entry ({type(exc).__name__}: {exc})") from None
     return CocoBoxes(path, categories, images)
 
 
 def _locator(spec: DatasetSpec, split: str, path: Path):
-    """COCO image record -> file, resolved the way the task's loader resolves it."""
+    """COCO image record -> file, resolved the way the task's loader resolves it (None: not in the split)."""
     entry = spec.split(split)
     if isinstance(entry, VqaSplitSpec):
         return lambda info: entry.images.fill(image_id=int(info["id"]))
@@ -81,12 +83,7 @@ def _locator(spec: DatasetSpec, split: str, path: Path):
         from harness.data.karpathy import load_karpathy_split
 
         by_name = {image.path.name: image.path for image in load_karpathy_split(spec, split)}
-
-        def locate(info: dict) -> Path:
-            try:
-                return by_name[str(info["file_name"])]
-            except KeyError:
-                raise DataError(f"{path}: image {info['file_name']!r} is not in the Karpathy split {split!r}") from None
-
-        return locate
+        # A COCO instances file covers more images than one Karpathy split (instances_val2014 holds Karpathy val,
+        # test and restval): images of other splits are skipped, not errors.
+        return lambda info: by_name.get(str(info["file_name"]))
     raise DataError(f"{path}: boxes can be matched to images only in VQA and Karpathy specs")

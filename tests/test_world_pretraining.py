@@ -67,6 +67,12 @@ def test_interrupted_pretraining_leaves_no_entry(world: Path, tmp_path: Path,
         world_pretrained(request, cache=tmp_path)
     assert not (tmp_path / "pretrained" / request.key()).exists()
     assert not any("new" in p.name for p in (tmp_path / "pretrained").iterdir())
+    # A process killed outright leaves its staging folder; the next pre-training of that entry removes it.
+    stale = tmp_path / "pretrained" / f".{request.key()}.new-0123"
+    stale.mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        world_pretrained(request, cache=tmp_path)
+    assert not stale.exists()
 
 
 def test_run_on_the_default_world_starts_from_it(world: Path, tmp_path: Path, small_pretraining: list[str],

@@ -42,7 +42,8 @@ def check_baseline(ctx: click.Context, baseline: Path, run_dirs: tuple[Path, ...
 
     \b
     Example (the CI subset):
-      vlbench run --model pixelbert --task vqa --limit 200 --epochs 2 --run-dir /tmp/ci/pixelbert-vqa
+      vlbench run --model pixelbert --task vqa --data WORLD/vqa.yaml --limit 18000 --epochs 1 \\
+        --precision fp32 --run-dir /tmp/ci/pixelbert-vqa
       vlbench check --baseline results/baselines/ci-tiny.yaml /tmp/ci/pixelbert-vqa
     Refresh a baseline after an intended change (review the diff before committing):
       vlbench check --write --baseline results/baselines/ci-tiny.yaml --tolerance 4 /tmp/ci/pixelbert-vqa

@@ -104,6 +104,9 @@ def world_pretrained(request: WorldPretraining, cache: Path | None = None) -> tu
     with _EntryLock(root / f".{final.name}.lock"):
         if not (final / "run.json").is_file():
             trained_now = True
+            if distributed.is_main():  # a killed pre-training's staging folder (we hold the entry's lock)
+                for stale in root.glob(f".{final.name}.new-*"):
+                    shutil.rmtree(stale, ignore_errors=True)
             _pretrain_into(request, root, final)
     distributed.barrier()
     record = json.loads((final / "run.json").read_text(encoding="utf-8"))

@@ -49,13 +49,12 @@ class WorldSize:
 # v2: 640 training scenes were too few: a CNN learning shapes from scratch memorised them (train F1 1.0,
 # test F1 0.55 on a shape-presence probe); 2000 scenes with fewer questions each generalise better for the
 # same number of training steps.
-# v3 (docs/results/discriminate.md): scenes hold 1-3 objects (scene.py) and VQA trains on 18,000 scenes (54,000
-# questions, one epoch in the tiny budget): at the same 1688 steps, 2000 scenes seen 9 times score 55.9 on VQA
-# test and 18,000 seen once 67.8, the first budget where yes/no questions leave the language prior. Only the
-# first 2000 train scenes are Karpathy "train" (the rest "restval"), so retrieval's budget is v2's. The test
-# splits separate models by a few points: 700 scenes (2100 VQA questions; 700 retrieval images, scored with
-# `vlbench eval --rerank-k`) and 500 NLVR2 sentences (2000 pairs); one standard error is about 1.1 points.
-# Generating it takes about 30 s of one core (about 1000 images/s).
+# v3 (docs/results/discriminate.md): scenes hold 1-3 objects (scene.py); VQA trains once over 18,000 scenes
+# (54,000 questions), after the world pre-training on their captions (harness/pretraining/world.py): that is
+# what lifts yes/no questions off the language prior. Only the first 2000 train scenes are Karpathy "train" with
+# COCO boxes (the rest "restval"), so retrieval fine-tuning and the detector keep v2's budgets. Test splits
+# separate models by a few points: 700 scenes (2100 VQA questions) and 500 NLVR2 sentences (2000 pairs), one
+# standard error about 1.1 points; 100 of the test scenes are captioned (retrieval). About 30 s to generate.
 TINY = WorldSize(
     name="tiny",
     image_px=64,
