@@ -222,8 +222,10 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         record = build_run_record(
             kind="run", model=options.model, task=options.task, seed=options.seed,
             config={"preset": options.preset, "model": setup.to_dict(), "train": train_config.to_dict(),
-                    "data": str(spec.path), "limit": options.limit, "init": _str(init), "head_init": head_init,
-                    "pretraining": pretraining,
+                    "data": str(spec.path), "limit": options.limit,
+                    # The world pre-training is named by its cache key (same on every machine), not its path.
+                    "init": _str(init) if pretraining is None else None, "head_init": head_init,
+                    "pretraining": pretraining["config"] if pretraining is not None else None,
                     **runtime.record(),
                     "effective_batch_size": train_config.batch_size * train_config.grad_accum * runtime.world_size},
             data=data_record, metrics=metrics,
@@ -233,6 +235,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         )
         if assembled.visual_record is not None:
             record["visual_encoder"] = assembled.visual_record
+        if pretraining is not None:
+            record["pretraining"] = pretraining["record"]
         if distributed.is_main():
             write_run_record(options.run_dir, record)
             resume.remove()  # the run is complete; its record and selected checkpoint are what remain

@@ -169,8 +169,10 @@ def test_layout_and_world_json(cli_world: Path) -> None:
         assert counts["vqa"][split] == {"images": TINY.images[split], "questions": TINY.questions_per_image * TINY.images[split]}
         assert counts["nlvr2"][split]["sets"] == TINY.nlvr2_sets[split]
         assert counts["nlvr2"][split]["examples"] == 4 * TINY.nlvr2_sets[split]
-        karpathy = TINY.karpathy_train_images if split == "train" and TINY.karpathy_train_images else TINY.images[split]
+        karpathy = {"train": TINY.karpathy_train_images, "test": TINY.karpathy_test_images}.get(split) or TINY.images[split]
         assert counts["retrieval"][split] == {"images": karpathy, "captions": 5 * karpathy}
+        boxed = TINY.karpathy_train_images if split == "train" and TINY.karpathy_train_images else TINY.images[split]
+        assert counts["coco"][split]["images"] == boxed  # restval scenes carry no boxes (as in the docstring)
     restval = TINY.images["train"] - TINY.karpathy_train_images if TINY.karpathy_train_images else 0
     assert counts["retrieval"].get("restval", {"images": 0})["images"] == restval
     assert len(list((cli_world / "images").glob("world_*.png"))) == sum(TINY.images.values())
@@ -313,6 +315,8 @@ def test_karpathy_captions(cli_world: Path) -> None:
     if TINY.karpathy_train_images:  # later train scenes are Karpathy "restval", as in the real file
         expected["restval"] = expected["train"] - TINY.karpathy_train_images
         expected["train"] = TINY.karpathy_train_images
+    if TINY.karpathy_test_images:  # only the first test scenes are captioned (retrieval's cross-encoder cost)
+        expected["test"] = TINY.karpathy_test_images
     assert Counter(i["split"] for i in data["images"]) == expected
     # Captions tell images apart: within the test split almost every image has a caption set of its own.
     test = [tuple(s["raw"] for s in i["sentences"]) for i in data["images"] if i["split"] == "test"]
@@ -332,7 +336,9 @@ def test_coco_boxes(cli_world: Path, meta: dict[str, Any]) -> None:
         assert [c["name"] for c in coco["categories"]] == list(SHAPES)
         assert all(c["supercategory"] == "shape" for c in coco["categories"])
         images = {i["id"]: i for i in coco["images"]}
-        assert len(images) == TINY.images[split]
+        boxed = TINY.karpathy_train_images if split == "train" and TINY.karpathy_train_images else TINY.images[split]
+        assert len(images) == boxed and sorted(images)[0] == min(  # the first scenes of the split
+            int(k) for k, v in meta["images"].items() if v["split"] == split)
         per_image = Counter()
         for ann in coco["annotations"]:
             image = images[ann["image_id"]]

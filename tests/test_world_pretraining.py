@@ -42,11 +42,12 @@ def test_objectives_follow_each_paper() -> None:
 
 def test_made_once_then_reused(world: Path, tmp_path: Path, small_pretraining: list[str]) -> None:
     request = WorldPretraining(model="pixelbert", preset="tiny", world=world, precision="fp32", progress=False)
-    first, record = world_pretrained(request, cache=tmp_path)
-    assert first.is_file() and record["trained_now"]
-    assert record["objectives"] == ["mlm", "itm"] and record["data"].endswith("captions.yaml")
-    again, record2 = world_pretrained(request, cache=tmp_path)
-    assert again == first and not record2["trained_now"]
+    first, made = world_pretrained(request, cache=tmp_path)
+    assert first.is_file() and made["record"]["trained_now"] and made["record"]["checkpoint"] == str(first)
+    assert made["config"]["objectives"] == ["mlm", "itm"] and made["record"]["data"].endswith("captions.yaml")
+    again, reused = world_pretrained(request, cache=tmp_path)
+    assert again == first and not reused["record"]["trained_now"]
+    assert reused["config"] == made["config"]  # what run.json's config records: the same for every run
     assert small_pretraining == ["pixelbert"], "the second call must reuse the cached checkpoint"
     # Anything that changes the weights is a different entry; no staging folder is left behind.
     other = WorldPretraining(model="pixelbert", preset="tiny", world=world, precision="bf16", progress=False)
@@ -87,8 +88,15 @@ def test_run_on_the_default_world_starts_from_it(world: Path, tmp_path: Path, sm
     stage = record["config"]["pretraining"]
     assert small_pretraining == ["textonly"]
     assert stage["source"] == "world-pretraining" and stage["objectives"] == ["mlm"]
-    assert record["config"]["init"] == stage["checkpoint"]
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["config"]["pretraining"]["trained_now"]
+    assert record["config"]["init"] is None and record["pretraining"]["trained_now"]
+    written = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert Path(written["pretraining"]["checkpoint"]).is_file() and written["config"]["pretraining"] == stage
+    # A second run reuses the checkpoint; its configuration is the same, so `compare` counts them as seeds.
+    again = run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / "again", limit=40, seed=1,
+                                      train_overrides={"epochs": 1}, progress=False))
+    assert not again["pretraining"]["trained_now"] and small_pretraining == ["textonly"]
+    from harness.reports.collect import config_key
+    assert config_key(again["config"], "vqa") == config_key(record["config"], "vqa")
     # --pretraining none: random weights, nothing pre-trained or recorded.
     record = run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / "scratch", limit=40,
                                        train_overrides={"epochs": 1}, progress=False, pretraining="none"))

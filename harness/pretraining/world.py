@@ -90,7 +90,8 @@ def supported(preset: str) -> bool:
 
 
 def world_pretrained(request: WorldPretraining, cache: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """The cached pre-trained checkpoint for ``request`` and its record, pre-training it first if needed.
+    """The cached pre-trained checkpoint for ``request`` and its record (``config``: what identifies it;
+    ``record``: path, whether made now, cost, val metrics), pre-training it first if needed.
 
     Concurrent runs wait on one lock per entry, so a checkpoint is made once; it is written into a staging
     folder and renamed into place, so an interrupted pre-training never leaves a half entry."""
@@ -111,10 +112,13 @@ def world_pretrained(request: WorldPretraining, cache: Path | None = None) -> tu
     distributed.barrier()
     record = json.loads((final / "run.json").read_text(encoding="utf-8"))
     return final / CHECKPOINT_NAME, {
-        "source": "world-pretraining", "checkpoint": str(final / CHECKPOINT_NAME), "trained_now": trained_now,
-        "objectives": record["config"]["objectives"], "epochs": record["config"]["pretrain"]["epochs"],
-        "data": record["config"]["data"], "val": record["metrics"]["val"],
-        "seconds": record["train"]["wall_seconds"], "identity": request.identity()}
+        # What the run started from: part of its configuration (identical for every run of this model).
+        "config": {"source": "world-pretraining", "key": final.name, "objectives": record["config"]["objectives"],
+                   "epochs": record["config"]["pretrain"]["epochs"]},
+        # Where it is and how it was made here: informative, differs between machines and runs.
+        "record": {"checkpoint": str(final / CHECKPOINT_NAME), "trained_now": trained_now,
+                   "data": record["config"]["data"], "val": record["metrics"]["val"],
+                   "seconds": record["train"]["wall_seconds"]}}
 
 
 def _pretrain_into(request: WorldPretraining, root: Path, final: Path) -> None:
