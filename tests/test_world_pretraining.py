@@ -116,3 +116,14 @@ def test_given_data_trains_from_scratch_unless_told(world: Path, tmp_path: Path,
     with pytest.raises(VlbenchError, match="give one"):
         run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / "both", init=checkpoint,
                                   pretraining="world", progress=False))
+
+
+def test_a_models_tasks_share_one_compare_row() -> None:
+    """Retrieval continues the pre-trained ITM head and VQA starts a fresh one (head_init follows the task):
+    the same model and protocol on both tasks is one configuration in `compare`."""
+    from harness.reports.collect import config_key
+
+    base = {"preset": "tiny", "init": None, "pretraining": {"source": "world-pretraining", "key": "k"}}
+    assert config_key({**base, "head_init": "pretrain.itm"}, "retrieval") == config_key({**base, "head_init": None},
+                                                                                       "vqa")
+    assert config_key({**base, "pretraining": None}, "vqa") != config_key(base, "vqa")

@@ -20,8 +20,10 @@ from harness.fileio import read_json
 from harness.training.config import TRAIN_PRESETS, train_preset
 
 # Parts of run.json's config that do not change what a model learns (where the data file lives, which device
-# ran it): runs that differ only in these are seeds of one configuration.
-_NON_CONFIG_KEYS = ("data", "device", "precision", "checkpoint")
+# ran it) or that follow from the task (head_init: which pre-trained head the task's head starts from; retrieval
+# continues ITM, VQA and NLVR2 start fresh): runs that differ only in these are seeds of one configuration, and
+# a model's runs on several tasks share one row.
+_NON_CONFIG_KEYS = ("data", "device", "precision", "checkpoint", "head_init")
 
 
 @dataclass
