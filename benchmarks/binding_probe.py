@@ -56,20 +56,24 @@ def scene_images(world: Path, split: str, attribute: str = "color") -> list[tupl
 def make_examples(images: list[tuple[Path, frozenset[str]]], mode: str, rng: random.Random,
                   template: str = "there is a {word} object.",
                   vocabulary: tuple[str, ...] = COLOR_NAMES) -> list[tuple[Path, str, bool]]:
-    """One (image, text, label) per image, labels balanced by construction."""
+    """(image, text, label) examples, half true and half false: ``fixed`` keeps every image with the word's
+    thing and as many without it; ``word`` gives each image one, drawing the label first."""
+    if mode == "fixed":
+        # The word never changes ("red" for colours); the label is whether the image has it. Balanced by keeping
+        # as many images without it as with it (world v3 scenes of 1-3 objects hold a given colour in about 30%).
+        word = vocabulary[0]
+        labelled = [(path, template.format(word=word), word in present) for path, present in images]
+        positives = sum(label for _, _, label in labelled)
+        negatives = set(rng.sample([i for i, (_, _, label) in enumerate(labelled) if not label],
+                                   min(positives, len(labelled) - positives)))
+        return [e for i, e in enumerate(labelled) if e[2] or i in negatives]
     out = []
     for path, present in images:
         want = rng.random() < 0.5
-        if mode == "fixed":
-            word = vocabulary[0]  # "red" for colours
-            if (word in present) != want:
-                continue  # keep the fixed-word set balanced too
-        else:
-            pool = sorted(present) if want else sorted(set(vocabulary) - present)
-            if not pool:
-                continue  # every shape is in the image: it has no "no" to give (rare; colours never run out)
-            word = rng.choice(pool)
-        out.append((path, template.format(word=word), want))
+        pool = sorted(present) if want else sorted(set(vocabulary) - present)
+        if not pool:
+            continue  # every shape is in the image: it has no "no" to give (rare; colours never run out)
+        out.append((path, template.format(word=rng.choice(pool)), want))
     return out
 
 
