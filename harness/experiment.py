@@ -222,6 +222,9 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         record = build_run_record(
             kind="run", model=options.model, task=options.task, seed=options.seed,
             config={"preset": options.preset, "model": setup.to_dict(), "train": train_config.to_dict(),
+                    # What was asked beyond the task's preset: one model with the same overrides on several
+                    # tasks is one configuration, whatever each task's preset budget is.
+                    "overrides": {k: v for k, v in sorted(options.train_overrides.items()) if v is not None},
                     "data": str(spec.path), "limit": options.limit,
                     # The world pre-training is named by its cache key (same on every machine), not its path.
                     "init": _str(init) if pretraining is None else None, "head_init": head_init,

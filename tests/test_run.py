@@ -110,11 +110,19 @@ def test_tiny_retrieval_validates_after_the_last_epoch_only(retrieval_run: Path)
     assert record["metrics"]["val"] == record["train"]["history"][-1]["val"]
 
 
-def test_vqa_predictions_rescore_to_the_recorded_metrics(vqa_run: Path, world: Path) -> None:
+def test_vqa_predictions_rescore_to_the_recorded_metrics(vqa_run: Path, world: Path, tmp_path: Path) -> None:
     results = json.loads((vqa_run / "predictions_test.json").read_text())
     assert results and set(results[0]) == {"question_id", "answer"}
-    code, output = invoke("score", "vqa", "--questions", world / "vqa/v2_OpenEnded_world_test_questions.json",
-                          "--annotations", world / "vqa/v2_world_test_annotations.json",
+    # The run kept the first 768 test questions (--limit): score them against the same subset of the files.
+    questions = json.loads((world / "vqa/v2_OpenEnded_world_test_questions.json").read_text())
+    annotations = json.loads((world / "vqa/v2_world_test_annotations.json").read_text())
+    kept = {r["question_id"] for r in results}
+    questions["questions"] = [q for q in questions["questions"] if q["question_id"] in kept]
+    annotations["annotations"] = [a for a in annotations["annotations"] if a["question_id"] in kept]
+    assert len(questions["questions"]) == len(results) == 768
+    (tmp_path / "q.json").write_text(json.dumps(questions))
+    (tmp_path / "a.json").write_text(json.dumps(annotations))
+    code, output = invoke("score", "vqa", "--questions", tmp_path / "q.json", "--annotations", tmp_path / "a.json",
                           "--results", vqa_run / "predictions_test.json")
     assert code == 0, output
     assert json.loads(output) == _record(vqa_run)["metrics"]["test"]
@@ -173,7 +181,7 @@ def test_eval_rerank_top_k_keeps_recall_at_k_of_full_scoring(retrieval_run: Path
 def test_eval_reproduces_the_run(vqa_run: Path, world: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     code, output = invoke("eval", "--checkpoint", vqa_run / "checkpoint.safetensors", "--task", "vqa",
-                          "--data", world / "vqa.yaml", "--run-dir", out, "--no-progress")
+                          "--data", world / "vqa.yaml", "--limit", "768", "--run-dir", out, "--no-progress")
     assert code == 0, output
     record = _record(out)
     assert record["kind"] == "eval" and record["metrics"] == _record(vqa_run)["metrics"]

@@ -151,7 +151,11 @@ def comparable_config(config: dict[str, Any], task: str) -> dict[str, Any]:
     not a different configuration, so a model's VQA, NLVR2 and retrieval runs share one table row)."""
     kept = {k: v for k, v in config.items() if k not in _NON_CONFIG_KEYS}
     train, preset = kept.get("train"), kept.get("preset")
-    if isinstance(train, dict) and preset in TRAIN_PRESETS:
+    if isinstance(kept.get("overrides"), dict) and preset in TRAIN_PRESETS:
+        # Runs that record their explicit overrides: the preset + those is the configuration (`--epochs 1` on
+        # VQA, whose tiny preset is 1 epoch, and on NLVR2, whose preset is 4, is one configuration).
+        kept["train"] = kept.pop("overrides")
+    elif isinstance(train, dict) and preset in TRAIN_PRESETS:
         default = train_preset(str(preset), task).to_dict()
         kept["train"] = {k: v for k, v in train.items() if k not in default or default[k] != v}
     return kept
