@@ -391,6 +391,18 @@ def test_cli_rejects_bad_options(tmp_path: Path) -> None:
     assert not (tmp_path / "w").exists()
 
 
+def test_synth_help_describes_the_sizes_it_generates() -> None:
+    """The --size help quotes each world's scenes and NLVR2 sets: it must follow sizes.py when those change."""
+    from harness.world import SIZES
+
+    code, output = _cli_invoke(["data", "synth", "--help"])
+    assert code == 0
+    text = " ".join(output.split())
+    for name, size in SIZES.items():
+        assert f"{name}: {size.image_px} px, {sum(size.images.values())} scenes, " \
+               f"{sum(size.nlvr2_sets.values())} NLVR2 sets" in text
+
+
 def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 

@@ -15,7 +15,7 @@ SIZE_CHOICES = ("tiny", "small")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Random seed; the same seed and size give byte-identical files.")
 @click.option("--size", type=click.Choice(SIZE_CHOICES), default="tiny", show_default=True,
-              help="tiny: 64 px, 768 scenes, 396 NLVR2 sets (seconds); small: 128 px, 5000 scenes, 2000 sets.")
+              help="tiny: 64 px, 18800 scenes, 1250 NLVR2 sets (about 30 s); small: 128 px, 5000 scenes, 2000 NLVR2 sets.")
 @click.option("--force", is_flag=True,
               help="Regenerate even if OUT already holds a world (same or different seed/size). "
                    "A non-empty folder that is not a world is never touched.")
