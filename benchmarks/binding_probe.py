@@ -4,6 +4,8 @@
     python benchmarks/binding_probe.py --mode word           # the colour word changes per example
     python benchmarks/binding_probe.py --mode word --attribute shape --text "there is a {word}."
     python benchmarks/binding_probe.py --mode word --init RUN/checkpoint.safetensors
+    python benchmarks/binding_probe.py --mode word --init CK --head mlp --lr 1e-4   # the NLVR2/VQA classifier
+    python benchmarks/binding_probe.py --mode word --init CK --head mlp --head-warmup 200  # linear probe first
 
 Each example is one image of the embedded world's NLVR2 split with the text "there is a {word} object." and
 the label "an object of that colour (with ``--attribute shape``: of that shape) is in the image", from the
@@ -92,6 +94,8 @@ def main() -> None:
     parser.add_argument("--text", default="there is a {word} object.",
                         help="the text, with {word} where the colour (or shape) word goes")
     parser.add_argument("--head", choices=("itm", "mlp"), default="itm")
+    parser.add_argument("--head-warmup", type=int, default=0,
+                        help="train only the head for this many steps first (linear probe, then fine-tune)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -135,6 +139,7 @@ def main() -> None:
     start = time.perf_counter()
     model.train()
     for step in range(1, args.steps + 1):
+        model.requires_grad_(step > args.head_warmup)
         batch = rng.sample(train, args.batch_size)
         loss = F.cross_entropy(logits(batch), torch.tensor([int(y) for _, _, y in batch]))
         optimizer.zero_grad()
@@ -144,7 +149,8 @@ def main() -> None:
             curve.append((step, round(accuracy(), 1)))
             print(f"step {step}: loss {loss.item():.4f}, val accuracy {curve[-1][1]} "
                   f"({time.perf_counter() - start:.0f}s)", flush=True)
-    print(json.dumps({"mode": args.mode, "attribute": args.attribute, "text": args.text, "head": args.head, "init": str(args.init) if args.init else None,
+    print(json.dumps({"mode": args.mode, "attribute": args.attribute, "text": args.text, "head": args.head,
+                      "head_warmup": args.head_warmup, "init": str(args.init) if args.init else None,
                       "text_init": str(args.text_init) if args.text_init else None, "lr": args.lr,
                       "precision": runtime.precision_name, "train_examples": len(train), "val_examples": len(val),
                       "val_accuracy_by_step": curve}))

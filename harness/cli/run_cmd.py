@@ -43,6 +43,8 @@ def _summary(record: dict) -> str:
 @click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="AdamW learning rate of transformer and heads.")
 @click.option("--cnn-lr", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Learning rate of the CNN.")
+@click.option("--head-lr-mult", type=FiniteFloatRange(min=0, min_open=True), default=None,
+              help="The task head learns at --lr times this (ViLT: 10 for its VQA and NLVR2 classifiers).")
 @click.option("--cnn-optimizer", type=click.Choice(["adamw", "sgd"]), default=None,
               help="Optimiser of the CNN (Pixel-BERT: sgd).")
 @click.option("--grad-accum", type=click.IntRange(min=1), default=None, help="Gradient accumulation steps.")
@@ -75,7 +77,7 @@ def _summary(record: dict) -> str:
               help="Optimiser steps between resume points (also after every epoch and on Ctrl-C; 0 = only those).")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, cnn_optimizer, grad_accum,
+def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, head_lr_mult, cnn_optimizer, grad_accum,
         hard_negatives, init, pretraining, text_init, text_init_layers, cnn_init, detector, detector_data, boxes, limit, device,
         precision, resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
@@ -87,7 +89,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
 
     check_weight_options(text_init, text_init_layers)
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "cnn_lr": cnn_lr,
-                 "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum, "itm_hard_negatives": hard_negatives,
+                 "head_lr_mult": head_lr_mult, "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum, "itm_hard_negatives": hard_negatives,
                  "checkpoint_every": checkpoint_every}
     ctx = click.get_current_context()
     if seeds is not None and ctx.get_parameter_source("seed") != click.core.ParameterSource.DEFAULT:

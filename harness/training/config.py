@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, TypeVar
 
@@ -34,6 +35,8 @@ class TrainConfig(ReadableConfig):
     """Learning rate of the visual backbone (Pixel-BERT trains its CNN at its own rate)."""
     cnn_optimizer: str = "adamw"
     """``adamw`` or ``sgd`` (Pixel-BERT trained the CNN with SGD, momentum 0.9)."""
+    head_lr_mult: float = 1.0
+    """The task head learns at ``lr`` x this (ViLT fine-tunes its VQA and NLVR2 classifiers at 10x)."""
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     """Linear warm-up over this fraction of the steps, then linear decay to zero."""
@@ -60,6 +63,8 @@ class TrainConfig(ReadableConfig):
             raise VlbenchError("batch sizes must be at least 1")
         if self.cnn_optimizer not in ("adamw", "sgd"):
             raise VlbenchError(f"cnn optimizer must be adamw or sgd, got {self.cnn_optimizer!r}")
+        if not (math.isfinite(self.head_lr_mult) and self.head_lr_mult > 0):
+            raise VlbenchError(f"head_lr_mult must be a positive number, got {self.head_lr_mult}")
         if self.grad_accum < 1:
             raise VlbenchError(f"gradient accumulation must be at least 1, got {self.grad_accum}")
         if self.checkpoint_every < 0:

@@ -28,16 +28,20 @@ def _decay_groups(params: list[tuple[str, nn.Parameter]], lr: float, weight_deca
 def build_optimizers(
     modules: dict[str, nn.Module], cnn: nn.Module | None, config: TrainConfig
 ) -> list[torch.optim.Optimizer]:
-    """One AdamW over ``modules`` minus the CNN's parameters; the CNN gets AdamW groups or its own SGD."""
+    """One AdamW over ``modules`` minus the CNN's parameters; the CNN gets AdamW groups or its own SGD.
+
+    The module named ``head`` (the task head) learns at ``lr * head_lr_mult``."""
     cnn_ids = {id(p) for p in cnn.parameters()} if cnn is not None else set()
     main: list[tuple[str, nn.Parameter]] = []
+    head: list[tuple[str, nn.Parameter]] = []
     for prefix, module in modules.items():
         for name, param in module.named_parameters():
             if param.requires_grad and id(param) not in cnn_ids:
-                main.append((f"{prefix}.{name}", param))
+                (head if prefix == "head" else main).append((f"{prefix}.{name}", param))
     cnn_params = [(n, p) for n, p in cnn.named_parameters() if p.requires_grad] if cnn is not None else []
 
     groups = _decay_groups(main, config.lr, config.weight_decay)
+    groups += _decay_groups(head, config.lr * config.head_lr_mult, config.weight_decay)
     optimizers: list[torch.optim.Optimizer] = []
     if cnn_params and config.cnn_optimizer == "sgd":
         optimizers.append(_adamw(groups, config.lr))
