@@ -186,7 +186,8 @@ def test_retrieval_trains_the_itc_first_stage_and_records_the_protocol(retrieval
     re-scored and every recall equals full scoring, and run.json records the protocol."""
     record = _record(retrieval_run)
     train = record["config"]["train"]
-    assert (train["itc"], train["rerank_k"], train["full_scoring_images"]) == (True, 16, 100)
+    assert (train["itc"], train["rerank_k"], train["full_scoring_images"]) == (True, 10, 100)
+    assert record["train"]["samples"] == 3 * 16  # 3 epochs over 16 images (a batch counts its images)
     assert "rerank" not in record["eval"]
     out = tmp_path / "itc"
     code, output = invoke("eval", "--checkpoint", retrieval_run / "checkpoint.safetensors", "--task", "retrieval",

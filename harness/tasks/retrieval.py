@@ -136,12 +136,7 @@ class RetrievalTask(Task):
         # One tokenizer call so positives and negatives are padded to the same length.
         tokens = self.text([images[i].captions[c] for i, c in positives] + neg_captions)
         n = len(positives)
-        extra = {}
-        if self.config.itc:
-            empty = self.empty_text()
-            extra = {"empty_input_ids": empty["input_ids"], "empty_attention_mask": empty["attention_mask"]}
-        return {
-            **extra,
+        batch = {
             "images": self.images.batch([images[i].path for i, _ in positives]),
             "neg_images": self.images.batch(neg_images),
             "input_ids": tokens["input_ids"][:n],
@@ -149,6 +144,10 @@ class RetrievalTask(Task):
             "neg_input_ids": tokens["input_ids"][n:],
             "neg_attention_mask": tokens["attention_mask"][n:],
         }
+        if self.config.itc:  # last: the training loop counts a batch's samples by its first tensor
+            empty = self.empty_text()
+            batch |= {"empty_input_ids": empty["input_ids"], "empty_attention_mask": empty["attention_mask"]}
+        return batch
 
     def training_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         visual = model.encode_images(torch.cat([batch["images"], batch["neg_images"]]))
