@@ -105,13 +105,14 @@ def test_first_stage_plus_rerank_covering_every_pair_equals_full_scoring(world: 
     runtime = Runtime.start("cpu", "fp32", join=False)
     task, model, head = _itc_task(world, 6)  # 6 images <= full_scoring_images (100): scored in full, as val is
     full = task.evaluate(model, head, "test", runtime, progress=False)
-    assert full.info == {}
+    assert full.info == {"scoring": "full"}
     full_scores = _scores(full, tmp_path / "full")
 
     task, model, head = _itc_task(world, 6, full_scoring_images=5, rerank_k=30)
     covered = task.evaluate(model, head, "test", runtime, progress=False)
     assert np.array_equal(_scores(covered, tmp_path / "covered"), full_scores)
     assert covered.metrics == full.metrics
+    assert covered.info["scoring"] == "rerank"
     record = covered.info["rerank"]
     assert (record["k"], record["first_stage"], record["pairs_scored"], record["pairs"]) == (30, "itc", 180, 180)
     assert set(record["first_stage_metrics"]) == {"tr_r1", "tr_r5", "tr_r10", "ir_r1", "ir_r5", "ir_r10", "rsum"}

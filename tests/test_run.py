@@ -188,7 +188,7 @@ def test_retrieval_trains_the_itc_first_stage_and_records_the_protocol(retrieval
     train = record["config"]["train"]
     assert (train["itc"], train["rerank_k"], train["full_scoring_images"]) == (True, 10, 100)
     assert record["train"]["samples"] == 3 * 16  # 3 epochs over 16 images (a batch counts its images)
-    assert "rerank" not in record["eval"]
+    assert "rerank" not in record["eval"] and record["eval"]["scoring"] == {"val": "full", "test": "full"}
     out = tmp_path / "itc"
     code, output = invoke("eval", "--checkpoint", retrieval_run / "checkpoint.safetensors", "--task", "retrieval",
                           "--data", world / "retrieval.yaml", "--split", "test", "--limit", "16", "--rerank-k", "16",
@@ -196,6 +196,7 @@ def test_retrieval_trains_the_itc_first_stage_and_records_the_protocol(retrieval
     assert code == 0, output
     evaluated = _record(out)
     assert evaluated["metrics"]["test"] == pytest.approx(record["metrics"]["test"])
+    assert evaluated["eval"]["scoring"] == {"test": "rerank"}
     rerank = evaluated["eval"]["rerank"]["test"]
     assert (rerank["k"], rerank["first_stage"], rerank["pairs_scored"], rerank["pairs"]) == (16, "itc", 1280, 1280)
     assert 0 <= rerank["first_stage_metrics"]["rsum"] <= 600

@@ -289,8 +289,10 @@ class RetrievalTask(Task):
         start = time.perf_counter()
         rerank = self.first_stage(model, head, split, runtime)
         if rerank is None:
+            info["scoring"] = "full"  # every (image, caption) pair by the cross-encoder
             scores = self.score_matrix(model, head, split, runtime, progress)
         else:
+            info["scoring"] = "rerank"  # the first stage's top k re-scored by the cross-encoder: eval.rerank
             first_seconds = time.perf_counter() - start
             assert rerank.first_stage is not None
             rerank.check_shape(len(images), sum(per_image))
