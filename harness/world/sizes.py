@@ -4,7 +4,8 @@
 makes the same seed produce different files, so cached worlds (``cache.py``) are not silently reused.
 ``SAMPLING_STREAMS`` salts the random streams (``synth._rng``): bump it too when the sampling logic changes; a
 version that only writes more of the same draws (v4: captions for every test scene) keeps the old salt, so every
-file the previous version wrote keeps its content (same VQA / NLVR2 / caption fingerprints).
+file the previous version wrote keeps its content but for the version strings in headers (same images, same
+VQA / NLVR2 / COCO / caption data and fingerprints; pre-training on v4 gave a byte-identical checkpoint).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class WorldSize:
 # standard error about 1.1 points. About 30 s to generate.
 # v4: all 700 test scenes are captioned (v3 captioned the first 100): retrieval is scored on 700 images (3500
 # captions) through an ITC first stage and cross-encoder re-ranking. Same random streams as v3 (SAMPLING_STREAMS),
-# so every v3 file keeps its content; only the Karpathy file gains the 600 test images.
+# so every v3 file keeps its content (version strings aside); only the Karpathy file gains the 600 test images.
 TINY = WorldSize(
     name="tiny",
     image_px=64,
