@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from harness.batches import ImageTensors, TextBatcher
@@ -125,3 +126,18 @@ def test_first_stage_plus_rerank_covering_every_pair_equals_full_scoring(world: 
     candidates = candidate_mask(first, 2)
     assert small.info["rerank"]["pairs_scored"] == int(candidates.sum()) < 180
     assert np.allclose(_scores(small, tmp_path / "small")[candidates], full_scores[candidates], atol=1e-5)
+
+
+def test_itc_rerank_needs_a_checkpoint_with_an_itc_head(world: Path) -> None:
+    """`eval --rerank-k K` without --first-stage on a retrieval checkpoint trained without ITC (``--no-itc``, or
+    from before ITC): a one-line error, and that checkpoint's head stays the plain ITM head it was saved with."""
+    from harness.errors import VlbenchError
+    from harness.tasks.rerank import Rerank
+
+    setup = model_setup("pixelbert", "tiny")
+    config = TrainConfig()  # itc False: what a checkpoint without the key reads back as
+    task = RetrievalTask(load_spec(world / "retrieval.yaml"), ImageTensors(setup.visual.image_size),
+                         TextBatcher(load_tokenizer(), config.max_text_len), config, limit=4)
+    assert type(task.build_head(setup.config.transformer.hidden_size)) is ItmHead
+    with pytest.raises(VlbenchError, match="no ITC first stage"):
+        task.use_rerank(Rerank.itc(5))
