@@ -7,14 +7,14 @@ image and a negative image for the caption; optionally the negative caption is t
 under the current model. With ``itc`` (on in retrieval's presets) the loss adds the symmetric InfoNCE of the
 batch's positives (images with their drawn captions) in the ITC space of the model's unimodal passes.
 
-Evaluation, the protocol recorded in run.json's ``eval.rerank``: a split of at most ``full_scoring_images`` images
-(the tiny world's 100 val images, so checkpoint selection is unchanged) is scored in full: every image against
-every caption by the cross-encoder, each image's visual tokens computed once and reused. A larger split (the tiny
-world's 700 test images, 3500 captions) is ranked first by ITC cosine similarity (one pass per image and one per
-caption), then the cross-encoder re-scores each image's top ``rerank_k`` captions and each caption's top
-``rerank_k`` images (harness/tasks/rerank.py, the same path as ``vlbench eval --rerank-k``); TR and IR recall@K for
-K <= ``rerank_k`` are exactly those of that pipeline. Without ITC (``--no-itc``, checkpoints from before it)
-every split is scored in full.
+Evaluation, the protocol recorded in run.json's ``eval.scoring`` and ``eval.rerank``: a split of at most
+``full_scoring_images`` images (the tiny world's 100 val images, so checkpoint selection is unchanged) is scored in
+full: every image against every caption by the cross-encoder, each image's visual tokens computed once and reused.
+A larger split (the tiny world's 700 test images, 3500 captions) is ranked first by ITC cosine similarity (one
+pass per image and one per caption), then the cross-encoder re-scores each image's top ``rerank_k`` captions and
+each caption's top ``rerank_k`` images (harness/tasks/rerank.py, the same path as ``vlbench eval --rerank-k``); TR
+and IR recall@K for K <= ``rerank_k`` are exactly those of that pipeline. Without ITC (``--no-itc``, checkpoints
+from before it) every split is scored in full.
 """
 
 from __future__ import annotations
@@ -278,6 +278,7 @@ class RetrievalTask(Task):
                 return None
             rerank = Rerank.itc(self.config.rerank_k)
         if rerank.first_stage is None:  # the model's own ITC first stage, for this split
+            assert isinstance(head, RetrievalHead)  # use_rerank refused an ITC first stage without ITC
             return Rerank(k=rerank.k, first_stage=self.itc_scores(model, head, split, runtime), source="itc")
         return rerank
 
