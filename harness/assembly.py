@@ -274,7 +274,11 @@ def load_init_head(head: nn.Module, task: Task | type[Task], path: Path,
     head_state = part(state, f"pretrain.{pretrained_head}")
     if not head_state:
         return None
-    load_strict(head, head_state, path, f"{task.name} head (from the pre-training {pretrained_head} head)")
+    # A head with a part of that name (retrieval with ITC: RetrievalHead.itm) starts that part from it; the rest
+    # (the ITC projections, which pre-training has no counterpart of) starts fresh.
+    target = getattr(head, pretrained_head, None)
+    target = target if isinstance(target, nn.Module) else head
+    load_strict(target, head_state, path, f"{task.name} head (from the pre-training {pretrained_head} head)")
     return f"pretrain.{pretrained_head}"
 
 

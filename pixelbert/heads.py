@@ -4,6 +4,7 @@
 - Nlvr2Head: pooled (left image, statement) and (right image, statement) concatenated -> true/false logits.
 - ItmHead: pooled [CLS] -> (no-match, match) logits, for retrieval scores and pre-training ITM.
 - MlmHead: BERT's masked-language-model head, decoder tied to the word embeddings.
+Retrieval's contrastive first stage (ItcHead, and RetrievalHead = ITM + ITC) is in pixelbert/itc.py.
 """
 
 from __future__ import annotations

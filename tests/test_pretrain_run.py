@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from safetensors import safe_open
 
@@ -86,13 +87,22 @@ def test_retrieval_head_starts_from_the_pretrained_itm_head(world: Path, pixelbe
     from harness.assembly import load_init_head as _load_init_head
     from harness.tasks.nlvr2 import Nlvr2Task
     from harness.tasks.retrieval import RetrievalTask
+    from pixelbert.heads import ItmHead
+    from pixelbert.itc import RetrievalHead
 
     checkpoint = pixelbert_pretrained / "checkpoint.safetensors"
     state, _ = load_checkpoint(checkpoint)
-    head = RetrievalTask.build_head(None, 256)  # type: ignore[arg-type]  # build_head reads no task state
+    head = ItmHead(256)  # retrieval without ITC
     assert _load_init_head(head, RetrievalTask, checkpoint) == "pretrain.itm"
     for name, tensor in head.state_dict().items():
         assert (tensor == state[f"pretrain.itm.{name}"]).all(), name
+    # With ITC (the default): the ITM part continues the pre-trained classifier, the ITC part starts fresh.
+    head = RetrievalHead(256)
+    fresh = {k: v.clone() for k, v in head.itc.state_dict().items()}
+    assert _load_init_head(head, RetrievalTask, checkpoint) == "pretrain.itm"
+    for name, tensor in head.itm.state_dict().items():
+        assert (tensor == state[f"pretrain.itm.{name}"]).all(), name
+    assert all(torch.equal(fresh[k], v) for k, v in head.itc.state_dict().items())
     assert _load_init_head(Nlvr2Task.build_head(None, 256), Nlvr2Task, checkpoint) is None  # type: ignore[arg-type]
 
 

@@ -178,6 +178,30 @@ def test_eval_rerank_top_k_keeps_recall_at_k_of_full_scoring(retrieval_run: Path
     assert code != 0 and "16 images x 80 captions" in output
 
 
+def test_retrieval_trains_the_itc_first_stage_and_records_the_protocol(retrieval_run: Path, world: Path,
+                                                                      tmp_path: Path) -> None:
+    """Retrieval's preset trains ITC with ITM (recorded in config.train); a 16-image split is at most
+    full_scoring_images, so it is scored in full (no eval.rerank), as val selection is. `eval --rerank-k 16` without
+    --first-stage ranks with the checkpoint's ITC first stage: 16 >= the split's 16 images, so every pair is
+    re-scored and every recall equals full scoring, and run.json records the protocol."""
+    record = _record(retrieval_run)
+    train = record["config"]["train"]
+    assert (train["itc"], train["rerank_k"], train["full_scoring_images"]) == (True, 10, 100)
+    assert record["train"]["samples"] == 3 * 16  # 3 epochs over 16 images (a batch counts its images)
+    assert "rerank" not in record["eval"] and record["eval"]["scoring"] == {"val": "full", "test": "full"}
+    out = tmp_path / "itc"
+    code, output = invoke("eval", "--checkpoint", retrieval_run / "checkpoint.safetensors", "--task", "retrieval",
+                          "--data", world / "retrieval.yaml", "--split", "test", "--limit", "16", "--rerank-k", "16",
+                          "--run-dir", out, "--no-progress")
+    assert code == 0, output
+    evaluated = _record(out)
+    assert evaluated["metrics"]["test"] == pytest.approx(record["metrics"]["test"])
+    assert evaluated["eval"]["scoring"] == {"test": "rerank"}
+    rerank = evaluated["eval"]["rerank"]["test"]
+    assert (rerank["k"], rerank["first_stage"], rerank["pairs_scored"], rerank["pairs"]) == (16, "itc", 1280, 1280)
+    assert 0 <= rerank["first_stage_metrics"]["rsum"] <= 600
+
+
 def test_eval_reproduces_the_run(vqa_run: Path, world: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     code, output = invoke("eval", "--checkpoint", vqa_run / "checkpoint.safetensors", "--task", "vqa",

@@ -175,6 +175,7 @@ def test_layout_and_world_json(cli_world: Path) -> None:
         assert counts["coco"][split]["images"] == boxed  # restval scenes carry no boxes (as in the docstring)
     restval = TINY.images["train"] - TINY.karpathy_train_images if TINY.karpathy_train_images else 0
     assert counts["retrieval"].get("restval", {"images": 0})["images"] == restval
+    assert counts["retrieval"]["test"]["images"] >= 500  # issue 17: retrieval is scored on >= 500 test images
     assert len(list((cli_world / "images").glob("world_*.png"))) == sum(TINY.images.values())
     assert not [p for p in cli_world.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
@@ -321,6 +322,26 @@ def test_karpathy_captions(cli_world: Path) -> None:
     # Captions tell images apart: within the test split almost every image has a caption set of its own.
     test = [tuple(s["raw"] for s in i["sentences"]) for i in data["images"] if i["split"] == "test"]
     assert len(set(test)) == len(test)
+
+
+def test_captioning_more_test_scenes_only_adds_karpathy_entries(tmp_path: Path) -> None:
+    """v4 captions every test scene where v3 captioned the first 100, with v3's random streams: a world that
+    captions more test scenes writes every other file byte for byte the same, and the Karpathy file gains entries
+    at its end only (so the data of VQA, NLVR2, boxes and pre-training keep their fingerprints)."""
+    from dataclasses import replace
+
+    from harness.world.sizes import WorldSize
+
+    size = WorldSize(name="tiny", image_px=32, images={"train": 6, "val": 3, "test": 5},
+                     nlvr2_sets={"train": 1, "val": 1, "test": 1}, karpathy_train_images=4)
+    world_synth.generate_world(tmp_path / "all", seed=0, size=size, progress=False)
+    world_synth.generate_world(tmp_path / "some", seed=0, size=replace(size, karpathy_test_images=2), progress=False)
+    every, some = _hash_tree(tmp_path / "all"), _hash_tree(tmp_path / "some")
+    changed = {name for name in every if every[name] != some.get(name)}
+    assert set(every) == set(some) and changed == {"karpathy/dataset_world.json", "WORLD.json"}
+    full = _load(tmp_path / "all/karpathy/dataset_world.json")["images"]
+    part = _load(tmp_path / "some/karpathy/dataset_world.json")["images"]
+    assert full[:len(part)] == part and [i["split"] for i in full[len(part):]] == ["test"] * 3
 
 
 def _polygon_area(flat: list[float]) -> float:

@@ -50,6 +50,9 @@ def _summary(record: dict) -> str:
 @click.option("--grad-accum", type=click.IntRange(min=1), default=None, help="Gradient accumulation steps.")
 @click.option("--hard-negatives/--random-negatives", default=None,
               help="Retrieval: hardest of a few sampled negative captions instead of a random one.")
+@click.option("--itc/--no-itc", default=None,
+              help="Retrieval: train the ITC first stage with ITM and re-rank large test splits with it (default "
+                   "on); --no-itc: ITM alone, every split scored in full by the cross-encoder (Pixel-BERT).")
 @click.option("--init", type=_existing_file, default=None,
               help="Initialise the model from a vlbench checkpoint (e.g. from `vlbench pretrain`).")
 @click.option("--pretraining", type=click.Choice(["auto", "world", "none"]), default="auto", show_default=True,
@@ -77,8 +80,9 @@ def _summary(record: dict) -> str:
               help="Optimiser steps between resume points (also after every epoch and on Ctrl-C; 0 = only those).")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, head_lr_mult, cnn_optimizer, grad_accum,
-        hard_negatives, init, pretraining, text_init, text_init_layers, cnn_init, detector, detector_data, boxes, limit, device,
+def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, head_lr_mult, cnn_optimizer,
+        grad_accum, hard_negatives, itc, init, pretraining, text_init, text_init_layers, cnn_init, detector,
+        detector_data, boxes, limit, device,
         precision, resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
 
@@ -89,8 +93,8 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
 
     check_weight_options(text_init, text_init_layers)
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "cnn_lr": cnn_lr,
-                 "head_lr_mult": head_lr_mult, "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum, "itm_hard_negatives": hard_negatives,
-                 "checkpoint_every": checkpoint_every}
+                 "head_lr_mult": head_lr_mult, "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum,
+                 "itm_hard_negatives": hard_negatives, "itc": itc, "checkpoint_every": checkpoint_every}
     ctx = click.get_current_context()
     if seeds is not None and ctx.get_parameter_source("seed") != click.core.ParameterSource.DEFAULT:
         raise click.UsageError("give either --seed or --seeds, not both")
@@ -134,8 +138,10 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Score only the first N examples (retrieval: images) of each split.")
 @click.option("--rerank-k", type=click.IntRange(min=1), default=None,
-              help="Retrieval on large splits: score only each image's top-K captions and each caption's top-K "
-                   "images of --first-stage (needs one --split).")
+              help="Retrieval: score only each image's top-K captions and each caption's top-K images of a first "
+                   "stage: --first-stage's matrix (needs one --split), or without it the checkpoint's own ITC "
+                   "first stage on every split scored (by default a retrieval checkpoint with ITC does that, "
+                   "with its rerank_k, on splits of more than full_scoring_images images).")
 @click.option("--first-stage", type=_existing_file, default=None,
               help="With --rerank-k: a .npy score matrix [n_images, n_captions] for the split (any model's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -149,12 +155,14 @@ def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage,
     from harness.tasks.rerank import Rerank
 
     rerank = None
-    if (rerank_k is None) != (first_stage is None):
-        raise click.UsageError("--rerank-k and --first-stage go together")
-    if rerank_k is not None:
+    if first_stage is not None and rerank_k is None:
+        raise click.UsageError("--first-stage needs --rerank-k")
+    if first_stage is not None:
         if len(splits) != 1:
-            raise click.UsageError("re-ranking scores one split: name it with --split")
+            raise click.UsageError("re-ranking a --first-stage matrix scores one split: name it with --split")
         rerank = Rerank.from_file(first_stage, rerank_k)
+    elif rerank_k is not None:
+        rerank = Rerank.itc(rerank_k)
     record = evaluate_checkpoint(checkpoint, task, run_dir, data=data, splits=tuple(splits) or None,
                                  device_name=device, overwrite=overwrite, progress=not no_progress, limit=limit,
                                  rerank=rerank, precision=precision)

@@ -19,11 +19,18 @@ from harness.errors import VlbenchError
 
 @dataclass(frozen=True)
 class Rerank:
-    """Re-rank the top ``k`` of ``first_stage`` ([n_images, n_captions], read from ``source``)."""
+    """Re-rank the top ``k`` of ``first_stage`` ([n_images, n_captions], read from ``source``). ``first_stage``
+    None: the model's own ITC first stage (``source`` "itc"), computed per split by the retrieval task."""
 
     k: int
-    first_stage: np.ndarray
+    first_stage: np.ndarray | None
     source: str
+
+    @classmethod
+    def itc(cls, k: int) -> Rerank:
+        if k < 1:
+            raise VlbenchError(f"re-ranking k must be at least 1, got {k}")
+        return cls(k=k, first_stage=None, source="itc")
 
     @classmethod
     def from_file(cls, path: Path, k: int) -> Rerank:
@@ -40,7 +47,7 @@ class Rerank:
         return cls(k=k, first_stage=first.astype(np.float64), source=str(path))
 
     def check_shape(self, n_images: int, n_captions: int) -> None:
-        if self.first_stage.shape != (n_images, n_captions):
+        if self.first_stage is not None and self.first_stage.shape != (n_images, n_captions):
             raise VlbenchError(f"{self.source}: first-stage scores are {self.first_stage.shape[0]}x"
                                f"{self.first_stage.shape[1]}, the split has {n_images} images x {n_captions} captions")
 

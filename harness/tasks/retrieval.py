@@ -1,16 +1,27 @@
-"""Image-text retrieval with an image-text matching (ITM) head, as in Pixel-BERT.
+"""Image-text retrieval with an image-text matching (ITM) head, as in Pixel-BERT, plus an image-text contrastive
+(ITC) first stage for large splits (vlbench's addition, after ALBEF; pixelbert/itc.py).
 
 Training: an epoch visits every image once with one of its captions drawn at random (so an epoch costs
 the same whatever the captions per image); each positive is paired with a negative caption of another
 image and a negative image for the caption; optionally the negative caption is the hardest of a few random candidates
-under the current model. Evaluation scores every image against every caption of the split (the
-cross-encoder has no shortcut), computing each image's visual tokens once and reusing them.
+under the current model. With ``itc`` (on in retrieval's presets) the loss adds the symmetric InfoNCE of the
+batch's positives (images with their drawn captions) in the ITC space of the model's unimodal passes.
+
+Evaluation, the protocol recorded in run.json's ``eval.scoring`` and ``eval.rerank``: a split of at most
+``full_scoring_images`` images (the tiny world's 100 val images, so checkpoint selection is unchanged) is scored in
+full: every image against every caption by the cross-encoder, each image's visual tokens computed once and reused.
+A larger split (the tiny world's 700 test images, 3500 captions) is ranked first by ITC cosine similarity (one
+pass per image and one per caption), then the cross-encoder re-scores each image's top ``rerank_k`` captions and
+each caption's top ``rerank_k`` images (harness/tasks/rerank.py, the same path as ``vlbench eval --rerank-k``); TR
+and IR recall@K for K <= ``rerank_k`` are exactly those of that pipeline. Without ITC (``--no-itc``, checkpoints
+from before it) every split is scored in full.
 """
 
 from __future__ import annotations
 
 import io
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +35,7 @@ from tqdm import tqdm
 from harness.data.fingerprint import retrieval_fingerprint
 from harness.data.karpathy import RetrievalImage, load_karpathy_split
 from harness.distributed import gather_concat, is_main, shard_range, world_size
+from harness.errors import VlbenchError
 from harness.fileio import write_bytes
 from harness.metrics.retrieval import retrieval_per_query_ranks, retrieval_recall
 from harness.runtime import Runtime
@@ -31,6 +43,7 @@ from harness.tasks import TASKS
 from harness.tasks.base import Evaluation, Metric, Task, finite_outputs
 from harness.tasks.rerank import Rerank, candidate_mask, merge_scores
 from pixelbert.heads import ItmHead
+from pixelbert.itc import RetrievalHead, image_embeddings, itc_loss, text_embeddings
 from pixelbert.visual import VisualTokens
 
 
@@ -57,12 +70,17 @@ class RetrievalTask(Task):
     report_order = 20
     # Scoring every val image against every val caption (100 x 500 cross-encoder passes) costs about as much as
     # an epoch of training, so the tiny budget validates once, after the last epoch (2 epochs stay at chance).
-    preset_overrides = {"tiny": {"epochs": 4, "eval_every": 4}}
+    # ITC adds a first stage so the 700-image test split is ranked in minutes (module docstring).
+    preset_overrides = {"tiny": {"epochs": 4, "eval_every": 4, "itc": True}, "base": {"itc": True}}
     pretrained_head = "itm"  # the same image-text matching classifier: fine-tuning continues it (Pixel-BERT)
     rerank: Rerank | None = None
-    """Set by ``eval --rerank-k``: score only a first stage's top-k candidates (large splits)."""
+    """Set by ``eval --rerank-k``: score only a first stage's top-k candidates on every split evaluated (the
+    model's own ITC first stage when ``rerank.first_stage`` is None)."""
 
     def use_rerank(self, rerank: Rerank) -> None:
+        if rerank.first_stage is None and not self.config.itc:
+            raise VlbenchError("this checkpoint has no ITC first stage (trained without itc); give --first-stage "
+                               "S.npy with --rerank-k")
         self.rerank = rerank
 
     @classmethod
@@ -92,7 +110,12 @@ class RetrievalTask(Task):
         return len(self.examples("train"))  # one item per image; its caption is drawn per batch
 
     def build_head(self, hidden_size: int) -> nn.Module:
-        return ItmHead(hidden_size)
+        # Without ITC the plain ITM head, so checkpoints from before ITC keep loading.
+        return RetrievalHead(hidden_size) if self.config.itc else ItmHead(hidden_size)
+
+    def empty_text(self) -> dict[str, torch.Tensor]:
+        """The tokens of an empty text ([1, 2]: [CLS] [SEP]), the text side of an image's ITC pass."""
+        return self.text([""])
 
     def collate_train(self, indices: list[int]) -> dict[str, Any]:
         images = self.examples("train")
@@ -113,7 +136,7 @@ class RetrievalTask(Task):
         # One tokenizer call so positives and negatives are padded to the same length.
         tokens = self.text([images[i].captions[c] for i, c in positives] + neg_captions)
         n = len(positives)
-        return {
+        batch = {
             "images": self.images.batch([images[i].path for i, _ in positives]),
             "neg_images": self.images.batch(neg_images),
             "input_ids": tokens["input_ids"][:n],
@@ -121,10 +144,22 @@ class RetrievalTask(Task):
             "neg_input_ids": tokens["input_ids"][n:],
             "neg_attention_mask": tokens["attention_mask"][n:],
         }
+        if self.config.itc:  # last: the training loop counts a batch's samples by its first tensor
+            empty = self.empty_text()
+            batch |= {"empty_input_ids": empty["input_ids"], "empty_attention_mask": empty["attention_mask"]}
+        return batch
 
     def training_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        n = batch["images"].shape[0]
         visual = model.encode_images(torch.cat([batch["images"], batch["neg_images"]]))
+        loss = self.itm_loss(model, head, batch, visual)
+        if isinstance(head, RetrievalHead):
+            loss = loss + self.itc_loss(model, head, batch, visual)
+        return loss
+
+    def itm_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any], visual: VisualTokens) -> torch.Tensor:
+        """Cross-entropy of the ITM head on each positive, its negative caption and its negative image
+        (``visual``: the positives' visual tokens, then the negative images')."""
+        n = batch["images"].shape[0]
         own = torch.arange(n, device=batch["images"].device)
         neg_ids, neg_mask = batch["neg_input_ids"], batch["neg_attention_mask"]
         candidates = neg_ids.shape[0] // n
@@ -141,6 +176,17 @@ class RetrievalTask(Task):
         logits = match_score(model, head, ids, mask, visual.index(rows)).float()
         labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long().to(logits.device)
         return F.cross_entropy(logits, labels)
+
+    def itc_loss(self, model: nn.Module, head: RetrievalHead, batch: dict[str, Any],
+                 visual: VisualTokens) -> torch.Tensor:
+        """Symmetric InfoNCE between the batch's images and their drawn captions (the other pairs of the batch are
+        the negatives), on the unimodal passes (pixelbert/itc.py)."""
+        n = batch["images"].shape[0]
+        own = torch.arange(n, device=batch["images"].device)
+        images = image_embeddings(model, head.itc, visual.index(own), batch["empty_input_ids"],
+                                  batch["empty_attention_mask"])
+        texts = text_embeddings(model, head.itc, batch["input_ids"], batch["attention_mask"])
+        return itc_loss(images, texts, head.itc.temperature)
 
     def caption_batches(self, split: str) -> list[tuple[np.ndarray, dict[str, torch.Tensor]]]:
         """The split's captions as (column indices, tokens) batches, shortest first and each padded only to its
@@ -198,19 +244,65 @@ class RetrievalTask(Task):
         bar.close()
         return np.stack(gather_concat(list(scores))) if world_size() > 1 else scores
 
+    @torch.no_grad()
+    def itc_scores(self, model: nn.Module, head: RetrievalHead, split: str, runtime: Runtime) -> np.ndarray:
+        """The ITC first stage: cosine similarity of every image and caption embedding, [n_images, n_captions]
+        (n_images + n_captions unimodal passes)."""
+        model.eval()
+        head.eval()
+        device = runtime.device
+        images = self.examples(split)
+        empty = {k: v.to(device) for k, v in self.empty_text().items()}
+        size = self.config.eval_batch_size
+        image_rows = []
+        for start in range(0, len(images), size):
+            with runtime.autocast():
+                visual = model.encode_images(self.images.batch([i.path for i in images[start:start + size]]).to(device))
+                image_rows.append(image_embeddings(model, head.itc, visual, empty["input_ids"], empty["attention_mask"]))
+        captions: list[torch.Tensor | None] = [None] * len(self.texts(split))
+        for columns, tokens in self.caption_batches(split):
+            with runtime.autocast():
+                embedded = text_embeddings(model, head.itc, tokens["input_ids"].to(device),
+                                           tokens["attention_mask"].to(device))
+            for column, row in zip(columns.tolist(), embedded, strict=True):
+                captions[column] = row
+        similarity = torch.cat(image_rows) @ torch.stack(captions).T  # type: ignore[arg-type]
+        return finite_outputs(similarity, self.name, split).cpu().numpy().astype(np.float64)
+
+    def first_stage(self, model: nn.Module, head: nn.Module, split: str, runtime: Runtime) -> Rerank | None:
+        """How ``split`` is ranked before the cross-encoder: ``eval --rerank-k``'s choice, else the ITC first stage
+        with ``rerank_k`` on a split of more than ``full_scoring_images`` images, else None (score every pair)."""
+        rerank = self.rerank
+        if rerank is None:
+            if not isinstance(head, RetrievalHead) or len(self.examples(split)) <= self.config.full_scoring_images:
+                return None
+            rerank = Rerank.itc(self.config.rerank_k)
+        if rerank.first_stage is None:  # the model's own ITC first stage, for this split
+            assert isinstance(head, RetrievalHead)  # use_rerank refused an ITC first stage without ITC
+            return Rerank(k=rerank.k, first_stage=self.itc_scores(model, head, split, runtime), source="itc")
+        return rerank
+
     def evaluate(self, model: nn.Module, head: nn.Module, split: str, runtime: Runtime,
                  progress: bool = True) -> Evaluation:
         images = self.examples(split)
         per_image = [len(i.captions) for i in images]
         info: dict[str, Any] = {}
-        if self.rerank is None:
+        start = time.perf_counter()
+        rerank = self.first_stage(model, head, split, runtime)
+        if rerank is None:
+            info["scoring"] = "full"  # every (image, caption) pair by the cross-encoder
             scores = self.score_matrix(model, head, split, runtime, progress)
         else:
-            self.rerank.check_shape(len(images), sum(per_image))
-            candidates = candidate_mask(self.rerank.first_stage, self.rerank.k)
+            info["scoring"] = "rerank"  # the first stage's top k re-scored by the cross-encoder: eval.rerank
+            first_seconds = time.perf_counter() - start
+            assert rerank.first_stage is not None
+            rerank.check_shape(len(images), sum(per_image))
+            candidates = candidate_mask(rerank.first_stage, rerank.k)
             rescored = self.score_matrix(model, head, split, runtime, progress, candidates=candidates)
-            scores = merge_scores(self.rerank.first_stage, candidates, rescored)
-            info["rerank"] = {"k": self.rerank.k, "first_stage": self.rerank.source,
+            scores = merge_scores(rerank.first_stage, candidates, rescored)
+            info["rerank"] = {"k": rerank.k, "first_stage": rerank.source,
+                              "first_stage_metrics": retrieval_recall(rerank.first_stage, per_image),
+                              "first_stage_seconds": round(first_seconds, 3),
                               "pairs_scored": int(candidates.sum()), "pairs": int(candidates.size)}
         metrics = retrieval_recall(scores, per_image)
         ranks = retrieval_per_query_ranks(scores, per_image)

@@ -2,6 +2,10 @@
 
 ``GENERATOR_VERSION`` names the generator's output format *and* its sampling logic: bump it whenever a change
 makes the same seed produce different files, so cached worlds (``cache.py``) are not silently reused.
+``SAMPLING_STREAMS`` salts the random streams (``synth._rng``): bump it too when the sampling logic changes; a
+version that only writes more of the same draws (v4: captions for every test scene) keeps the old salt, so every
+file the previous version wrote keeps its content but for the version strings in headers (same images, same
+VQA / NLVR2 / COCO / caption data and fingerprints; pre-training on v4 gave a byte-identical checkpoint).
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from dataclasses import dataclass
 from harness.errors import VlbenchError
 from harness.world.nlvr2_statements import TEMPLATES as NLVR2_TEMPLATES
 
-GENERATOR_VERSION = "v3"
+GENERATOR_VERSION = "v4"
+SAMPLING_STREAMS = "v3"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -32,10 +37,10 @@ class WorldSize:
     Karpathy file (pre-training's captions spec reads train + restval) but not in retrieval's train split, so
     retrieval's fine-tuning budget stays fixed."""
     karpathy_test_images: int = 0
-    """0: every test scene is captioned (a Karpathy ``test`` image); N: only the first N are. Retrieval scores
-    every (image, caption) pair with the cross-encoder, n x 5n passes: 100 images take about a minute on the
-    2-core CPU, 700 would take about 45 (the VQA test split's size). Scoring more needs a first stage and
-    re-ranking (`vlbench eval --rerank-k`)."""
+    """0: every test scene is captioned (a Karpathy ``test`` image); N: only the first N are. Scoring every
+    (image, caption) pair with the cross-encoder costs n x 5n passes (100 images about a minute on the 2-core
+    CPU, 700 about 45), so retrieval evaluates splits of more than 100 images with its ITC first stage and
+    re-ranks the top k with the cross-encoder (harness/tasks/retrieval.py)."""
     nlvr2_templates: tuple[str, ...] = NLVR2_TEMPLATES  # the statement mix; a template listed twice gets twice the sets
 
     def nlvr2_pairs(self, split: str) -> int:
@@ -54,7 +59,10 @@ class WorldSize:
 # what lifts yes/no questions off the language prior. Only the first 2000 train scenes are Karpathy "train" with
 # COCO boxes (the rest "restval"), so retrieval fine-tuning and the detector keep v2's budgets. Test splits
 # separate models by a few points: 700 scenes (2100 VQA questions) and 500 NLVR2 sentences (2000 pairs), one
-# standard error about 1.1 points; 100 of the test scenes are captioned (retrieval). About 30 s to generate.
+# standard error about 1.1 points. About 30 s to generate.
+# v4: all 700 test scenes are captioned (v3 captioned the first 100): retrieval is scored on 700 images (3500
+# captions) through an ITC first stage and cross-encoder re-ranking. Same random streams as v3 (SAMPLING_STREAMS),
+# so every v3 file keeps its content (version strings aside); only the Karpathy file gains the 600 test images.
 TINY = WorldSize(
     name="tiny",
     image_px=64,
@@ -62,7 +70,6 @@ TINY = WorldSize(
     nlvr2_sets={"train": 600, "val": 150, "test": 500},
     questions_per_image=3,
     karpathy_train_images=2000,
-    karpathy_test_images=100,
 )
 
 SMALL = WorldSize(

@@ -40,7 +40,7 @@ from harness.world.captions import captions_for_scene, tokenize
 from harness.world.coco_boxes import CocoBuilder
 from harness.world.render import render_scene, save_png
 from harness.world.scene import Scene, sample_scene
-from harness.world.sizes import GENERATOR_VERSION, SPLITS, WorldSize, get_size
+from harness.world.sizes import GENERATOR_VERSION, SAMPLING_STREAMS, SPLITS, WorldSize, get_size
 from harness.world.vqa_questions import AnswerBalancer, annotate, questions_for_scene
 
 WORLD_FILE = "WORLD.json"
@@ -59,7 +59,8 @@ class WorldResult:
 
 def _rng(seed: int, *stream: str) -> random.Random:
     # String seeds are hashed with SHA-512 by ``random``: stable across runs, platforms and Python versions.
-    return random.Random(":".join(["vlbench-world", GENERATOR_VERSION, str(seed), *stream]))
+    # Salted by SAMPLING_STREAMS, not GENERATOR_VERSION: a version that only adds files keeps the old draws.
+    return random.Random(":".join(["vlbench-world", SAMPLING_STREAMS, str(seed), *stream]))
 
 
 # --- generation ---------------------------------------------------------------------------------------------
