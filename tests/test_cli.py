@@ -43,3 +43,12 @@ def test_top_level_help_imports_no_command_and_no_torch() -> None:
 
 def test_score_loads_only_its_own_module() -> None:
     assert _imported_after(["score", "--help"]) == {"harness.cli.main", "harness.cli.score_cmd"}
+
+
+def test_run_summary_prints_metrics_to_two_decimals() -> None:
+    """The line a user reads after `run`: 52.67, not 52.666666666666664 (run.json keeps full precision)."""
+    from harness.cli.run_cmd import _summary
+
+    record = {"metrics": {"val": {"accuracy": 52.666666666666664, "consistency": 4.0},
+                          "test": {"rsum": 239.20000000000002, "per_type": {"x": 1.0}}}}
+    assert _summary(record) == "val: accuracy 52.67, consistency 4.00; test: rsum 239.20"

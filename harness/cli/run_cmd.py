@@ -20,7 +20,9 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 def _summary(record: dict) -> str:
     parts = []
     for split, metrics in record["metrics"].items():
-        shown = ", ".join(f"{k} {v}" for k, v in metrics.items() if not isinstance(v, dict))
+        # Percentages to two decimals, as the official VQA script prints them (run.json keeps full precision).
+        shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                          for k, v in metrics.items() if not isinstance(v, dict))
         parts.append(f"{split}: {shown}")
     return "; ".join(parts)
 

@@ -245,7 +245,7 @@ def train(
                     rng=RngSnapshot.capture()))
         if is_main():  # also with --no-progress: batch jobs' logs keep one line per epoch
             val = record.get("val")
-            shown = f", val {task.selection_metric} {val[task.selection_metric]}" if val else ""
+            shown = f", val {task.selection_metric} {val[task.selection_metric]:.2f}" if val else ""
             tqdm.write(f"epoch {epoch}/{config.epochs}: loss {record['loss']:.4f}{shown} ({epoch_seconds:.1f}s)",
                        file=sys.stderr)
 
