@@ -8,7 +8,7 @@ import torch
 from pixelbert.config import PRESETS
 from pixelbert.heads import MlmHead
 from pixelbert.model import build_pixelbert
-from pixelbert.pretraining.itm import sample_itm_pairs
+from pixelbert.pretraining.itm import sample_itm_pairs, swap_vocabulary, swap_word_negative
 from pixelbert.pretraining.mlm import mask_tokens, mlm_loss
 from pixelbert.pretraining.objective import IGNORE_INDEX
 from pixelbert.soho.mvm import mvm_mask
@@ -126,3 +126,66 @@ def test_mvm_probability_is_per_image() -> None:
     mask = torch.ones_like(codes, dtype=torch.bool)
     masked = mvm_mask(codes, mask, 0.3, torch.Generator().manual_seed(0))
     assert 0.26 < masked.any(dim=1).float().mean() < 0.34
+
+
+# --- word-swap ITM negatives --------------------------------------------------------------------------------------
+
+def test_swap_negative_replaces_one_colour_with_one_no_caption_names() -> None:
+    captions = ["A red circle above a blue square.", "Red and blue shapes on a gray background.", "Two shapes."]
+    vocabulary = swap_vocabulary(captions + ["a green cross", "a yellow triangle", "a purple diamond"])
+    assert vocabulary == {"red", "blue", "green", "yellow", "purple"}  # achromatic "gray" is never swapped
+    seen = set()
+    for seed in range(60):
+        swapped = swap_word_negative(captions, vocabulary, torch.Generator().manual_seed(seed))
+        source = next(c for c in captions if len(c.split()) == len(swapped.split())
+                      and sum(a != b for a, b in zip(c.split(), swapped.split())) == 1)
+        old, new = next((a, b) for a, b in zip(source.split(), swapped.split()) if a != b)
+        assert old.strip(".").lower() in {"red", "blue"} and new.strip(".").lower() in {"green", "yellow", "purple"}
+        assert old[0].isupper() == new[0].isupper()  # "Red and blue ..." -> "Green and blue ..."
+        seen.add(new.strip(".").lower())
+    assert seen == {"green", "yellow", "purple"}  # every absent colour is used
+    again = swap_word_negative(captions, vocabulary, torch.Generator().manual_seed(3))
+    assert again == swap_word_negative(captions, vocabulary, torch.Generator().manual_seed(3))
+
+
+def test_swap_negative_is_none_when_nothing_can_be_swapped() -> None:
+    assert swap_word_negative(["Two shapes.", "A square."], {"red", "blue"}) is None
+    assert swap_word_negative(["A red and a blue square."], {"red", "blue"}) is None  # no colour left to put in
+
+
+def test_swap_negatives_replace_the_share_of_itm_negatives_asked_for(world) -> None:
+    """Through the pre-training batches: with itm_swap_negatives 1 every negative whose image names a colour is
+    its own caption with one colour swapped; positives and the other negatives are untouched."""
+    from harness.data.spec import load_spec
+    from harness.pretraining.config import PretrainConfig
+    from harness.pretraining.data import CaptionPairs
+
+    class Recorder:
+        tokenizer = type("T", (), {"mask_token_id": MASK, "all_special_ids": [CLS, SEP, PAD, MASK],
+                                   "__len__": lambda self: 10})()
+
+        def __call__(self, texts):
+            self.texts = list(texts)
+            return {"input_ids": torch.zeros(len(texts), 4, dtype=torch.long),
+                    "attention_mask": torch.ones(len(texts), 4, dtype=torch.long)}
+
+    class NoImages:
+        def batch(self, paths):
+            return torch.zeros(len(paths), 3, 2, 2)
+
+    text = Recorder()
+    config = PretrainConfig(objectives=("itm",), itm_swap_negatives=1.0)
+    data = CaptionPairs(load_spec(world / "captions.yaml"), NoImages(), text, config, vocab_size=10)
+    images = data.examples("train")
+    indices = list(range(min(64, len(images))))
+    batch = data.collate("train", indices, torch.Generator().manual_seed(0))
+    swapped = 0
+    for row, i in enumerate(indices):
+        own = images[i].captions
+        if batch["itm_labels"][row] == 1:
+            assert text.texts[row] in own
+        elif swap_word_negative(own, data.swap_words) is not None:
+            assert text.texts[row] not in own
+            assert any(sum(a != b for a, b in zip(c.split(), text.texts[row].split())) == 1 for c in own)
+            swapped += 1
+    assert swapped > 10

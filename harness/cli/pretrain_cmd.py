@@ -45,6 +45,10 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
               help="SOHO: visual dictionary entries (paper: 2048; tiny preset: 256).")
 @click.option("--mvm-probability", type=FiniteFloatRange(min=0, max=1, min_open=True), default=None,
               help="SOHO: share of images whose cells of one random dictionary entry are masked.")
+@click.option("--itm-swap-negatives", type=FiniteFloatRange(min=0, max=1), default=None,
+              help="Share of ITM negatives that are the image's own caption with one colour word swapped for a "
+                   "colour none of its captions names (hard negatives that make ITM bind words to pixels; "
+                   "default 0: Pixel-BERT's random other caption).")
 @weight_options
 @click.option("--detector", type=_existing_file, default=None,
               help="region/grid: a trained detector (`vlbench detector train` output); default: the one `run` "
@@ -58,8 +62,8 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, eval_batch_size, lr,
-             cnn_lr, detector, dictionary_size, mvm_probability, text_init, text_init_layers, cnn_init, limit, device,
-             precision, resume, overwrite, no_progress) -> None:
+             cnn_lr, detector, dictionary_size, mvm_probability, itm_swap_negatives, text_init, text_init_layers,
+             cnn_init, limit, device, precision, resume, overwrite, no_progress) -> None:
     """Pre-train MODEL on image-caption pairs with MLM / ITM (/ MVM), then fine-tune with `vlbench run --init`.
 
     Writes DIR/checkpoint.safetensors (the model under `model.`, the pre-training heads under `pretrain.`) and
@@ -79,7 +83,8 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
     overrides = {"objectives": parse_objectives(objectives) if objectives is not None else None,
                  "pixel_sample": pixel_sample, "epochs": epochs, "batch_size": batch_size,
                  "eval_batch_size": eval_batch_size, "lr": lr,
-                 "cnn_lr": cnn_lr, "mvm_probability": mvm_probability}
+                 "cnn_lr": cnn_lr, "mvm_probability": mvm_probability,
+                 "itm_swap_negatives": itm_swap_negatives}
     record = run_pretraining(PretrainOptions(
         model=model, run_dir=run_dir, data=data, preset=preset, seed=seed, dictionary_size=dictionary_size,
         text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, detector=detector, device=device,

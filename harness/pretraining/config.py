@@ -43,6 +43,11 @@ class PretrainConfig(ReadableConfig):
     """BERT: 15% of the tokens are chosen (then 80% [MASK], 10% random, 10% kept)."""
     itm_negative_ratio: float = 0.5
     """Share of rows whose caption is replaced by another image's (Pixel-BERT / UNITER: half)."""
+    itm_swap_negatives: float = 0.0
+    """Share of those negatives that are instead the image's own caption with one colour word swapped for a colour
+    none of its captions names (``pixelbert/pretraining/itm.py``; NegCLIP's and SVLC's word-swap hard negatives).
+    0 = Pixel-BERT's random negatives only. vlbench's addition: it makes ITM bind words to pixels (measured in
+    docs/results/discriminate.md)."""
     pixel_sample: int | None = None
     """Random pixel sampling: pixel tokens kept per image per training step; None = the model's default
     (see ``pixel_sample_fraction``), 0 = off."""
@@ -64,6 +69,8 @@ class PretrainConfig(ReadableConfig):
             value = getattr(self, name)
             if not 0.0 < value <= 1.0:
                 raise VlbenchError(f"{name} must be in (0, 1], got {value}")
+        if not 0.0 <= self.itm_swap_negatives <= 1.0:
+            raise VlbenchError(f"itm_swap_negatives must be in [0, 1], got {self.itm_swap_negatives}")
         if not 0.0 < self.itm_negative_ratio < 1.0:
             raise VlbenchError(f"itm_negative_ratio must be in (0, 1), got {self.itm_negative_ratio}")
         if self.pixel_sample is not None and self.pixel_sample < 0:

@@ -20,7 +20,7 @@ from harness.data.karpathy import RetrievalImage, load_karpathy_split
 from harness.data.spec import DatasetSpec
 from harness.errors import VlbenchError
 from harness.pretraining.config import PretrainConfig
-from pixelbert.pretraining.itm import sample_itm_pairs
+from pixelbert.pretraining.itm import sample_itm_pairs, swap_vocabulary, swap_word_negative
 from pixelbert.pretraining.mlm import mask_tokens
 
 
@@ -41,6 +41,14 @@ class CaptionPairs:
             raise VlbenchError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary only "
                                f"{vocab_size}")
         self._splits: dict[str, Sequence[RetrievalImage]] = {}
+        self._swap_words: frozenset[str] | None = None
+
+    @property
+    def swap_words(self) -> frozenset[str]:
+        """The colour words of the training captions: what a word-swap negative may put in (``itm_swap_negatives``)."""
+        if self._swap_words is None:
+            self._swap_words = swap_vocabulary(c for image in self.examples("train") for c in image.captions)
+        return self._swap_words
 
     def examples(self, split: str) -> Sequence[RetrievalImage]:
         if split not in self._splits:
@@ -79,6 +87,15 @@ class CaptionPairs:
         for row, source in enumerate(caption_image.tolist()):
             own = images[source].captions
             captions.append(own[min(int(choice[row] * len(own)), len(own) - 1)])
+        swap = self.config.itm_swap_negatives
+        if swap > 0 and "itm" in self.config.objectives:
+            # Some negatives become the image's own caption with one colour swapped (falls back to the random
+            # caption when the image's captions name no colour).
+            draws = torch.rand(len(indices), generator=generator)
+            for row, image_index in enumerate(indices):
+                if batch["itm_labels"][row] == 0 and draws[row] < swap:
+                    swapped = swap_word_negative(images[image_index].captions, self.swap_words, generator)
+                    captions[row] = swapped if swapped is not None else captions[row]
         tokens = self.text(captions)
         ids, mask = tokens["input_ids"], tokens["attention_mask"]
         if "mlm" in self.config.objectives:
