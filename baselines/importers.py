@@ -18,6 +18,7 @@ import base64
 import binascii
 import csv
 import hashlib
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from baselines.feature_cache import CachedImage, CacheWriter, FeatureCache
 from harness.errors import VlbenchError
+from harness.fileio import open_untrusted, read_untrusted
 
 TSV_FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features")
 
@@ -63,11 +65,7 @@ def _decode(text: str, count: int, where: str, field: str) -> np.ndarray:
 def read_tsv(path: Path) -> Iterator[CachedImage]:
     """Rows of a bottom-up TSV as cache entries (image id as a string, boxes normalised)."""
     csv.field_size_limit(sys.maxsize)
-    try:
-        handle = open(path, newline="")
-    except OSError as exc:
-        raise VlbenchError(f"{path}: cannot read ({exc.strerror})") from None
-    with handle:
+    with io.TextIOWrapper(open_untrusted(path, "TSV file"), newline="") as handle:
         for number, row in enumerate(csv.reader(handle, delimiter="\t"), start=1):
             where = f"{path}: row {number}"
             if len(row) != len(TSV_FIELDS):
@@ -97,7 +95,7 @@ def read_npz_dir(folder: Path) -> Iterator[CachedImage]:
         raise VlbenchError(f"{folder}: no .npz feature files")
     for file in files:
         try:
-            with np.load(file, allow_pickle=False) as data:
+            with np.load(io.BytesIO(read_untrusted(file, what=".npz file")), allow_pickle=False) as data:
                 x, bbox = np.asarray(data["x"], np.float32), np.asarray(data["bbox"], np.float32)
                 count, height, width = int(data["num_bbox"]), float(data["image_h"]), float(data["image_w"])
         except KeyError as exc:

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from harness.errors import VlbenchError
-from harness.fileio import _default_mode
+from harness.fileio import _default_mode, parse_json
 
 FORMAT = "vlbench-checkpoint-v1"
 _META_KEY = "vlbench"
@@ -65,8 +65,8 @@ def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
     if raw is None:
         raise VlbenchError(f"{path}: a safetensors file but not a vlbench checkpoint (no '{_META_KEY}' header)")
     try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
+        meta = parse_json(raw)
+    except ValueError:  # malformed, nested past the stack, or an integer of thousands of digits
         raise VlbenchError(f"{path}: the '{_META_KEY}' header is not JSON") from None
     if not isinstance(meta, dict):
         raise VlbenchError(f"{path}: the '{_META_KEY}' header is not a JSON object")

@@ -15,5 +15,9 @@ class DataError(VlbenchError):
     """A dataset file or spec is missing, malformed or inconsistent."""
 
 
+class PathEscapeError(DataError):
+    """A path built from data points outside the folder it must stay in (``..``, an absolute path, a link)."""
+
+
 class PredictionsError(VlbenchError):
     """A predictions file does not match the evaluated split."""

@@ -7,12 +7,14 @@ a comparison between visual encoders fair.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+from tqdm import tqdm
 
 from harness import distributed
 from harness.assembly import (
@@ -86,6 +88,8 @@ def _data_record(task: Task, splits: list[str], max_text_len: int) -> dict[str, 
                               "splits": {}}
     for split in splits:
         entry = {"fingerprint": task.fingerprint(split), **task.summary(split)}
+        for warning in entry.get("warnings", ()) if distributed.is_main() else ():  # also in run.json
+            tqdm.write(f"warning: {split}: {warning}", file=sys.stderr)
         entry["text"] = text_issues(task.text.tokenizer, task.texts(split), max_text_len)
         record["splits"][split] = entry
     return record

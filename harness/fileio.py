@@ -1,16 +1,27 @@
-"""Small file helpers used everywhere: atomic writes, strict JSON reading, paths that stay inside a root."""
+"""Small file helpers used everywhere: atomic writes, strict JSON reading, paths that stay inside a root.
+
+Files named by users or by data (specs, official JSON, images, features) are read through
+``read_untrusted``: only regular files (a FIFO or a device would block or never end), at most a size bound,
+and every way that reading or parsing can fail (symlink loops, nesting that exhausts the stack, integers of
+thousands of digits) becomes a one-line DataError naming the file.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
-from harness.errors import DataError
+import numpy as np
+
+from harness.errors import DataError, PathEscapeError
 
 
 def _default_mode() -> int:
@@ -61,42 +72,132 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         handle.write(data)
 
 
+# Size bounds for files read from outside. The largest official files are far below them (VQA v2's train
+# annotations: 332 MB; COCO's instances_train2014.json: 470 MB; one NLVR2 image: a few MB).
+MAX_DATA_FILE_BYTES = 4 << 30
+MAX_IMAGE_FILE_BYTES = 256 << 20
+MAX_SPEC_FILE_BYTES = 1 << 20
+
+
+def open_untrusted(path: str | Path, what: str = "file") -> BinaryIO:
+    """``path`` opened for binary reading if it is a regular file; otherwise a DataError naming it.
+
+    The file is opened non-blocking and checked with ``fstat`` on the open descriptor, so a FIFO, a device or
+    a socket is refused at once instead of blocking forever, and a file swapped after the check cannot slip
+    through. Symlink loops and other unopenable paths are one-line errors too.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except OSError as exc:
+        reason = "symlink loop" if exc.errno == errno.ELOOP else (exc.strerror or str(exc)).lower()
+        raise DataError(f"{path}: cannot read {what} ({reason})") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise DataError(f"{path}: expected a {what}, found a directory")
+        if not stat.S_ISREG(mode):
+            raise DataError(f"{path}: not a regular file (a FIFO, device or socket)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_untrusted(path: str | Path, limit: int = MAX_DATA_FILE_BYTES, what: str = "file") -> bytes:
+    """The bytes of the regular file ``path`` (``open_untrusted``), at most ``limit`` of them."""
+    with open_untrusted(path, what) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > limit:
+            raise DataError(f"{path}: {what} of {size:,} bytes is larger than vlbench reads ({limit:,} bytes)")
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
+    if len(data) > limit:  # grew after the check (or st_size lied, as on some virtual file systems)
+        raise DataError(f"{path}: {what} is larger than vlbench reads ({limit:,} bytes)")
+    return data
+
+
+def read_untrusted_npy(path: str | Path, what: str = ".npy array") -> np.ndarray:
+    """One ``.npy`` array from outside: no pickle (object arrays are refused), regular files only."""
+    data = read_untrusted(path, what=what)
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable {what} ({_first(exc)})") from None
+    if not isinstance(array, np.ndarray):  # np.load gives an NpzFile for .npz archives
+        raise DataError(f"{path}: expected a single {what}, got {type(array).__name__}")
+    return array
+
+
+def _first(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _decode_text(path: Path, data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
+
+
+def read_untrusted_text(path: str | Path, limit: int = MAX_DATA_FILE_BYTES, what: str = "file") -> str:
+    """``read_untrusted`` decoded as UTF-8 (a bad byte is a DataError naming its offset)."""
+    return _decode_text(Path(path), read_untrusted(path, limit, what), what)
+
+
+def parse_json(text: str) -> Any:
+    """``json.loads`` whose resource failures are JSONDecodeError-like ValueErrors: nesting deeper than the
+    stack (RecursionError) and integers of more digits than Python converts (ValueError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file; a missing or malformed file is a DataError naming it (and the line for bad JSON)."""
     path = Path(path)
+    text = read_untrusted_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
-    try:
-        return json.loads(text)
+        return parse_json(text)
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: malformed JSON ({exc})") from None
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSON-lines file (blank lines skipped); a malformed line is a DataError naming its number."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from None
+    lines = read_untrusted_text(path).splitlines()
     records: list[dict[str, Any]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: line {number}: malformed JSON ({exc.msg})") from None
+        except ValueError as exc:
+            raise DataError(f"{path}: line {number}: malformed JSON ({exc})") from None
         if not isinstance(record, dict):
             raise DataError(f"{path}: line {number}: expected a JSON object, got {type(record).__name__}")
         records.append(record)
     return records
+
+
+def safe_resolve(path: str | Path) -> Path:
+    """``Path.resolve()``, with a symlink loop (RuntimeError on Python 3.11, OSError later) as a DataError."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as exc:
+        loop = isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP
+        reason = "symlink loop" if loop else (getattr(exc, "strerror", None) or str(exc))
+        raise DataError(f"{path}: cannot resolve the path ({reason})") from None
 
 
 def resolve_inside(root: str | Path, relative: str | Path) -> Path:
@@ -105,10 +206,10 @@ def resolve_inside(root: str | Path, relative: str | Path) -> Path:
     Paths built from data (identifiers, file names, templates) go through here so that a crafted
     dataset cannot make vlbench read or write outside the folder it was pointed at.
     """
-    root_resolved = Path(root).resolve()
-    candidate = (root_resolved / relative).resolve()
+    root_resolved = safe_resolve(root)
+    candidate = safe_resolve(root_resolved / relative)
     if candidate != root_resolved and root_resolved not in candidate.parents:
-        raise DataError(f"path {str(relative)!r} points outside its root {root_resolved}")
+        raise PathEscapeError(f"path {str(relative)!r} points outside its root {root_resolved}")
     return candidate
 
 

@@ -14,7 +14,6 @@ Typical use::
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.errors import VlbenchError
+from harness.fileio import read_json
 from pixelbert.config import TransformerConfig
 from pixelbert.heads import MlmHead
 from pixelbert.text_embeddings import TextEmbeddings
@@ -58,10 +58,9 @@ def _read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise VlbenchError(f"{path}: not found (a BERT checkpoint folder needs config.json)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VlbenchError(f"{path}: invalid JSON ({exc})") from None
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise VlbenchError(f"{path}: expected a JSON object (a BERT config)")
     if raw.get("model_type", "bert") != "bert":
         raise VlbenchError(f"{path}: model_type {raw.get('model_type')!r} is not a BERT checkpoint")
     if raw.get("position_embedding_type", "absolute") != "absolute":

@@ -77,7 +77,7 @@ def test_bad_input_exits_2(tmp_path: Path) -> None:
     result = _check("--baseline", str(tmp_path / "bad.yaml"), str(run))
     assert result.exit_code == 2 and "expected {value: NUMBER, tolerance: NUMBER}" in result.output
     result = _check("--baseline", str(tmp_path / "missing.yaml"), str(run))
-    assert result.exit_code == 2 and "cannot read baseline" in result.output
+    assert result.exit_code == 2 and "missing.yaml: baseline not found" in result.output
 
 
 def test_write_refreshes_a_baseline_that_the_runs_pass(tmp_path: Path) -> None:

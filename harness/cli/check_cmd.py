@@ -26,6 +26,8 @@ def check(ctx: click.Context, data_spec: Path, images: bool) -> None:
     click.echo(report.table())
     if not images:
         click.echo("images: not probed (--no-images)")
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}")
     if report.ok:
         click.echo("OK: no problems found")
         return

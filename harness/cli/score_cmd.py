@@ -15,14 +15,14 @@ import click
 import numpy as np
 
 from harness.errors import DataError, PredictionsError
-from harness.fileio import read_json
+from harness.fileio import read_json, read_untrusted_npy
 from harness.metrics.nlvr2 import nlvr2_scores, read_nlvr2_labels, read_nlvr2_predictions_csv
 from harness.metrics.retrieval import (
     captions_per_image_from_karpathy,
     retrieval_recall,
     retrieval_tie_count,
 )
-from harness.metrics.vqa import vqa_evaluate
+from harness.metrics.vqa import below_full_credit, below_full_credit_note, vqa_evaluate
 
 # No exists=True: click's own "does not exist" error is a multi-line usage message, while the readers
 # raise a one-line DataError naming the file.
@@ -73,7 +73,17 @@ def vqa(questions_path: Path, annotations_path: Path, results_path: Path) -> Non
     annotations = read_json(annotations_path)
     results = read_json(results_path)
     try:
-        _emit(vqa_evaluate(questions, annotations, results))
+        scores = vqa_evaluate(questions, annotations, results)
+    except PredictionsError as exc:
+        raise PredictionsError(f"{results_path}: {exc}") from None
+    except DataError as exc:
+        raise DataError(f"{exc} (questions {questions_path}, annotations {annotations_path})") from None
+    records = annotations["annotations"]
+    few = below_full_credit(len(a["answers"]) for a in records)
+    if few:
+        click.echo(f"warning: {annotations_path}: {below_full_credit_note(few, len(records))}", err=True)
+    try:
+        _emit(scores)
     except PredictionsError as exc:
         raise PredictionsError(f"{results_path}: {exc}") from None
     except DataError as exc:
@@ -167,12 +177,6 @@ def retrieval(scores_path: Path, data_path: Path, split: str, folds: int, ties: 
 
 def _load_scores(path: Path) -> np.ndarray:
     try:
-        scores = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise PredictionsError(f"{path}: file not found") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise PredictionsError(f"{path}: not a readable .npy array ({exc})") from None
-    if not isinstance(scores, np.ndarray):
-        # np.load returns an NpzFile for .npz archives.
-        raise PredictionsError(f"{path}: expected a single .npy array, got {type(scores).__name__}")
-    return scores
+        return read_untrusted_npy(path)
+    except DataError as exc:
+        raise PredictionsError(str(exc)) from None

@@ -21,6 +21,7 @@ from harness.data.nlvr2 import read_nlvr2_split
 from harness.data.spec import KarpathySplitSpec, Nlvr2SplitSpec, Problems, VqaSplitSpec, load_spec
 from harness.data.vqa import VqaSplitStats, read_vqa_split
 from harness.errors import DataError
+from harness.metrics.vqa import below_full_credit, below_full_credit_note
 
 
 @dataclass
@@ -30,6 +31,7 @@ class CheckReport:
     name: str
     splits: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> {count name: value}
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # shown, but not problems (exit 0)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,13 @@ def check_dataset(spec_path: str | Path, probe_images: bool = True, progress: bo
                 counts.update(annotations=stats.annotations, answers=stats.answers)
                 for kind in sorted(stats.answer_types):
                     counts[kind] = stats.answer_types[kind]
+                few = below_full_credit(stats.answer_counts)
+                if few:
+                    note = below_full_credit_note(few, stats.annotations)
+                    if 1 in few:  # a single answer scores 0 whatever is predicted: no score means anything
+                        problems.add(note)
+                    else:
+                        report.warnings.append(f"{split}: {note}")
         elif isinstance(entry, Nlvr2SplitSpec):
             nlvr2 = read_nlvr2_split(entry, problems)
             images = [p for e in nlvr2 for p in (e.left_image, e.right_image)]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.spec import DatasetSpec, KarpathySplitSpec, Problems, as_spec, paused_gc
-from harness.errors import DataError
+from harness.data.text import text_problem
+from harness.errors import DataError, PathEscapeError
 from harness.fileio import read_json, resolve_inside
 
 
@@ -108,16 +109,20 @@ def _read_karpathy_split(entry: KarpathySplitSpec, problems: Problems) -> list[R
         captions: list[str] = []
         for number, sentence in enumerate(sentences):
             raw = sentence.get("raw") if isinstance(sentence, dict) else None
-            if not isinstance(raw, str) or not raw.strip():
-                problems.add(f"{where}: sentences[{number}]: empty or missing 'raw' caption")
+            problem = text_problem(raw, "'raw' caption")
+            if problem:
+                problems.add(f"{where}: sentences[{number}]: {problem}")
                 break
             captions.append(raw)
         else:
             relative = Path(filepath, filename) if filepath else Path(filename)
             try:
                 image_path = resolve_inside(entry.images, relative)
-            except DataError:
+            except PathEscapeError:
                 problems.add(f"{where}: image path {str(relative)!r} points outside the image root {entry.images}")
+                continue
+            except DataError as exc:  # a symlink loop
+                problems.add(f"{where}: {exc}")
                 continue
             images.append(
                 RetrievalImage(

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.spec import DatasetSpec, Nlvr2SplitSpec, Problems, as_spec, paused_gc
+from harness.data.text import text_problem
 from harness.errors import DataError
+from harness.fileio import parse_json, read_untrusted_text
 
 _IDENTIFIER = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<set>\d+)-(?P<pair>\d+)-(?P<sentence>\d+)$")
 
@@ -80,20 +82,20 @@ def load_nlvr2_split(spec: DatasetSpec | str | Path, split: str) -> list[Nlvr2Ex
 def _jsonl_lines(path: Path, problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each good line; every malformed line is reported (not just the first)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        problems.add(f"{path}: file not found")
-        return
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.add(f"{path}: cannot read ({exc})")
+        text = read_untrusted_text(path)
+    except DataError as exc:
+        problems.add(str(exc))
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except json.JSONDecodeError as exc:
             problems.add(f"{path}: line {number}: malformed JSON ({exc.msg})")
+            continue
+        except ValueError as exc:
+            problems.add(f"{path}: line {number}: malformed JSON ({exc})")
             continue
         if not isinstance(record, dict):
             problems.add(f"{path}: line {number}: expected a JSON object, got {type(record).__name__}")
@@ -127,8 +129,9 @@ def _read_nlvr2_split(entry: Nlvr2SplitSpec, problems: Problems) -> list[Nlvr2Ex
             continue
         first_line[identifier] = number
         sentence = record.get("sentence")
-        if not isinstance(sentence, str) or not sentence.strip():
-            problems.add(f"{where}: empty or missing sentence")
+        problem = text_problem(sentence, "sentence")
+        if problem:
+            problems.add(f"{where}: {problem}")
             continue
         label: bool | None = None
         if "label" in record:  # unlabelled test lines: predictions only

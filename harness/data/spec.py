@@ -18,6 +18,7 @@ import yaml
 
 from harness.data.templates import PathTemplate
 from harness.errors import DataError
+from harness.fileio import MAX_SPEC_FILE_BYTES, read_untrusted_text
 
 TASKS = ("vqa", "nlvr2", "retrieval", "captions")
 
@@ -128,18 +129,18 @@ def as_spec(spec: DatasetSpec | str | Path) -> DatasetSpec:
 def load_spec(path: str | Path) -> DatasetSpec:
     """Read and validate a dataset spec; every problem is a DataError naming the file and the key."""
     path = Path(path).absolute()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: dataset spec not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read dataset spec ({exc})") from None
+    if not path.exists() and not path.is_symlink():
+        raise DataError(f"{path}: dataset spec not found")
+    text = read_untrusted_text(path, MAX_SPEC_FILE_BYTES, what="dataset spec")
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise DataError(f"{path}: malformed YAML{at}: {getattr(exc, 'problem', None) or exc}") from None
+        reason = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, however YAML words it
+        raise DataError(f"{path}: malformed YAML{at}: {reason}") from None
+    except RecursionError:
+        raise DataError(f"{path}: malformed YAML (nested too deeply)") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a mapping with keys task, name, splits")
     unknown = sorted(set(map(str, raw)) - {"task", "name", "splits"})

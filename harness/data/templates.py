@@ -9,16 +9,20 @@ resolved against the spec's folder). A value like ``directory: "../../etc"`` in 
 from __future__ import annotations
 
 import os
+import re
 import string
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import DataError
-from harness.fileio import resolve_inside
+from harness.errors import DataError, PathEscapeError
+from harness.fileio import resolve_inside, safe_resolve
 
 _FORMATTER = string.Formatter()
+# Widths and precisions in a format spec: "{image_id:012d}" needs 12; "{image_id:0999999999d}" would build a
+# gigabyte-long path name (a hang, then a MemoryError). Anything above a file name's length is refused.
+_MAX_FORMAT_NUMBER = 255
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,10 @@ class PathTemplate:
                                 f"(allowed: {', '.join(sorted(allowed))})")
             if spec and ("{" in spec or "}" in spec):
                 raise DataError(f"{where}: template {text!r}: nested fields in a format spec are not allowed")
+            too_big = [n for n in re.findall(r"\d+", spec or "") if int(n) > _MAX_FORMAT_NUMBER]
+            if too_big:
+                raise DataError(f"{where}: template {text!r}: format width/precision {int(too_big[0])} is larger than "
+                                f"a file name can be ({_MAX_FORMAT_NUMBER})")
             if conversion not in (None, "s"):
                 raise DataError(f"{where}: template {text!r}: conversion !{conversion} is not allowed")
             fields.add(name)
@@ -67,7 +75,7 @@ class PathTemplate:
                 break
         prefix_dir = os.path.dirname(prefix)
         base = Path(base).absolute()  # fills join onto it and are resolved: it must not depend on the cwd
-        root = (base / prefix_dir).resolve() if prefix_dir else base.resolve()
+        root = safe_resolve(base / prefix_dir) if prefix_dir else safe_resolve(base)
         return cls(text=text, base=base, root=root, fields=frozenset(fields))
 
     def fill(self, **values: Any) -> Path:
@@ -82,7 +90,7 @@ class PathTemplate:
                             f"{ {k: values[k] for k in sorted(self.fields)} } ({exc})") from None
         try:
             return self._inside(os.path.normpath(os.path.join(self.base, filled)))
-        except DataError:
+        except PathEscapeError:
             raise DataError(f"template {self.text!r} filled as {filled!r} points outside its root "
                             f"{self.root}") from None
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.spec import DatasetSpec, Problems, VqaSplitSpec, as_spec, paused_gc
+from harness.data.text import text_problem
 from harness.errors import DataError
 from harness.fileio import read_json
 
@@ -36,6 +37,7 @@ class VqaSplitStats:
     annotations: int = 0
     answers: int = 0
     answer_types: dict[str, int] = field(default_factory=dict)
+    answer_counts: list[int] = field(default_factory=list)  # human answers per annotated question
 
 
 def load_vqa_split(spec: DatasetSpec | str | Path, split: str) -> list[VqaExample]:
@@ -93,8 +95,9 @@ def _read_vqa_split(entry: VqaSplitSpec, problems: Problems, stats: VqaSplitStat
         if not _is_int(image_id):
             problems.add(f"{where}: image_id must be an integer, got {image_id!r}")
             continue
-        if not isinstance(text, str) or not text.strip():
-            problems.add(f"{where}: empty or missing question text")
+        problem = text_problem(text, "question text")
+        if problem:
+            problems.add(f"{where}: {problem}")
             continue
         parsed.append((qid, image_id, text))
     stats.questions = len(parsed)
@@ -190,7 +193,8 @@ def _read_annotations(
         if qid not in by_question and qid not in duplicates:
             problems.add(f"{entry.questions}: question_id {qid}: no annotation in {apath}")
     stats.annotations = len(by_question)
-    stats.answers = sum(len(a["answers"]) for a in by_question.values())
+    stats.answer_counts = [len(a["answers"]) for a in by_question.values()]
+    stats.answers = sum(stats.answer_counts)
     for ann in by_question.values():
         kind = ann.get("answer_type") or "unknown"
         stats.answer_types[kind] = stats.answer_types.get(kind, 0) + 1

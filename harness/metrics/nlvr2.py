@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from harness.errors import DataError, PredictionsError
-from harness.fileio import read_jsonl
+from harness.fileio import read_jsonl, read_untrusted_text
 
 __all__ = [
     "nlvr2_consistency_key",
@@ -62,11 +62,9 @@ def read_nlvr2_predictions_csv(path: str | Path) -> dict[str, str]:
     """
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise PredictionsError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PredictionsError(f"{path}: cannot read ({exc})") from None
+        lines = read_untrusted_text(path).splitlines()
+    except DataError as exc:
+        raise PredictionsError(str(exc)) from None
     predictions: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for number, line in enumerate(lines, start=1):

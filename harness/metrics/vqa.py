@@ -25,7 +25,7 @@ Reference: GT-Vision-Lab/VQA, ``PythonEvaluationTools/vqaEvaluation/vqaEval.py``
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from harness.errors import DataError, PredictionsError
@@ -37,6 +37,9 @@ from harness.metrics.vqa_normalize import (
 )
 
 __all__ = [
+    "below_full_credit",
+    "below_full_credit_note",
+    "max_attainable_accuracy",
     "normalize_answer",
     "vqa_evaluate",
     "vqa_per_question_accuracy",
@@ -89,6 +92,34 @@ def vqa_soft_score(gt_answers: Sequence[str], answer: str) -> float:
         raise DataError("vqa_soft_score: no ground-truth answers")
     gts, res = _prepare(gt_answers, answer)
     return _leave_one_out_accuracy(gts, [1] * len(gts), res)
+
+
+# With n human answers, all equal to the result, each leave-one-out subset holds n - 1 matches: the best a
+# question can score is min(1, (n - 1) / 3). Real VQA v2 has 10 answers per question; fewer than 4 cap it.
+FULL_CREDIT_ANSWERS = 4
+
+
+def max_attainable_accuracy(n_answers: int) -> float:
+    """The best official accuracy (0-1) a question with ``n_answers`` human answers can get."""
+    return min(1.0, max(0, n_answers - 1) / 3)
+
+
+def below_full_credit(answer_counts: Iterable[int]) -> dict[int, int]:
+    """{number of answers: questions} for the questions whose answers cannot give full credit (fewer than 4)."""
+    out: dict[int, int] = {}
+    for n in answer_counts:
+        if n < FULL_CREDIT_ANSWERS:
+            out[n] = out.get(n, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def below_full_credit_note(counts: Mapping[int, int], total: int) -> str:
+    """One line saying how many questions the official metric caps, and at what (for data check, score, run)."""
+    parts = ", ".join(f"{c} with {n} answer{'s' if n != 1 else ''} (at most {100 * max_attainable_accuracy(n):.0f})"
+                      for n, c in counts.items())
+    return (f"{sum(counts.values())} of {total} annotated questions have fewer than {FULL_CREDIT_ANSWERS} human "
+            f"answers, so the official VQA accuracy cannot give them full credit even for the gold answer: {parts} "
+            "(VQA v2 has 10 per question)")
 
 
 def _fail_ann(index: int, problem: str) -> DataError:

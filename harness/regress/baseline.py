@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from harness.errors import VlbenchError
-from harness.fileio import read_json
+from harness.fileio import MAX_SPEC_FILE_BYTES, read_json, read_untrusted_text
 from harness.reports.collect import RunInfo, collect
 
 THROUGHPUT_KEYS = ("samples_per_second", "images_per_second")
@@ -96,14 +96,13 @@ def _limit(path: Path, where: str, raw: Any) -> Limit:
 
 
 def load_baseline(path: Path) -> Baseline:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise VlbenchError(f"{path}: cannot read baseline ({exc.strerror or exc})") from None
+    text = read_untrusted_text(path, MAX_SPEC_FILE_BYTES, what="baseline")
     try:
         raw = read_json(path) if path.suffix == ".json" else yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise VlbenchError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise VlbenchError(f"{path}: malformed YAML (nested too deeply)") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("runs"), list) or not raw["runs"]:
         raise VlbenchError(f"{path}: a baseline needs a non-empty 'runs' list")
     entries = []

@@ -162,6 +162,7 @@ class Task(ABC):
         """Every text of the split, for counting truncated and empty ones."""
 
     def summary(self, split: str) -> dict[str, Any]:
+        """Counts recorded in run.json's ``data.splits.SPLIT``; a ``warnings`` list there is also shown."""
         return {"examples": len(self.examples(split))}
 
     def image_paths(self, split: str) -> list[Path]:

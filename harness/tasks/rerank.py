@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import VlbenchError
+from harness.fileio import read_untrusted_npy
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,7 @@ class Rerank:
     def from_file(cls, path: Path, k: int) -> Rerank:
         if k < 1:
             raise VlbenchError(f"re-ranking k must be at least 1, got {k}")
-        try:
-            first = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            raise VlbenchError(f"{path}: not a readable .npy score matrix ({error})") from None
+        first = read_untrusted_npy(path, ".npy score matrix")
         if first.ndim != 2 or not np.issubdtype(first.dtype, np.number):
             raise VlbenchError(f"{path}: expected a 2-D numeric score matrix, got shape {first.shape} {first.dtype}")
         if not np.isfinite(first).all():

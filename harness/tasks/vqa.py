@@ -23,7 +23,12 @@ from harness.data.vqa import VqaExample, load_vqa_split
 from harness.distributed import gather_concat, is_main, shard
 from harness.errors import VlbenchError
 from harness.fileio import read_json, write_json
-from harness.metrics.vqa import vqa_evaluate, vqa_per_question_accuracy
+from harness.metrics.vqa import (
+    below_full_credit,
+    below_full_credit_note,
+    vqa_evaluate,
+    vqa_per_question_accuracy,
+)
 from harness.runtime import Runtime
 from harness.tasks import TASKS
 from harness.tasks.base import Evaluation, Metric, Task, finite_outputs
@@ -82,6 +87,10 @@ class VqaTask(Task):
             # Questions none of whose 10 answers is in the vocabulary: their best achievable score is 0.
             out["oov_questions"] = sum(1 for e in examples if not soft_target(e.answers, self.answer_index))
             out["answer_vocabulary"] = len(self.answers)
+        if examples and examples[0].answers is not None:
+            few = below_full_credit(len(e.answers or ()) for e in examples)
+            if few:
+                out["warnings"] = [below_full_credit_note(few, len(examples))]
         return out
 
     def build_head(self, hidden_size: int) -> nn.Module:
