@@ -28,7 +28,7 @@ from harness.data.spec import load_spec
 from harness.data.templates import PathTemplate
 from harness.data.text import MAX_TEXT_CHARS
 from harness.data.vqa import load_vqa_split
-from harness.errors import DataError
+from harness.errors import DataError, PredictionsError
 from harness.fileio import read_json, read_jsonl, read_untrusted, read_untrusted_npy
 from harness.metrics.vqa import below_full_credit, max_attainable_accuracy, vqa_evaluate
 
@@ -150,6 +150,21 @@ def test_the_longest_accepted_text_and_captions_are_checked_alike(tmp_path: Path
     path.write_text(json.dumps(data))
     report = check_dataset(spec, probe_images=False)
     assert any("'raw' caption is not valid Unicode" in p for p in report.problems), report.problems
+
+
+def test_answers_too_long_to_normalise_are_refused(tmp_path: Path) -> None:
+    spec = vqa_dataset(tmp_path / "d")
+    path = spec.parent / "a_train.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["answers"][3]["answer"] = "x" * (MAX_TEXT_CHARS + 1)
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="question_id 10: answer is 65,537 characters long"):
+        load_vqa_split(spec, "train")
+    questions = {"questions": [{"question_id": 1, "image_id": 1, "question": "q?"}]}
+    annotations = {"annotations": [{"question_id": 1, "image_id": 1, "question_type": "what", "answer_type": "other",
+                                    "answers": [{"answer": "red", "answer_id": i} for i in range(10)]}]}
+    with pytest.raises(PredictionsError, match="answer of 65,537 characters"):
+        vqa_evaluate(questions, annotations, [{"question_id": 1, "answer": "x" * (MAX_TEXT_CHARS + 1)}])
 
 
 # --- VQA answers the official metric cannot score --------------------------------------------------------

@@ -183,6 +183,10 @@ def _read_annotations(
         if not all(isinstance(a, dict) and isinstance(a.get("answer"), str) for a in answers):
             problems.add(f"{where}: every answer must be an object with an 'answer' string")
             continue
+        bad = next((p for a in answers if a["answer"].strip() and (p := text_problem(a["answer"], "answer"))), None)
+        if bad:  # an empty answer string is real VQA data (scored as it is); a 100 MB one would stall normalising
+            problems.add(f"{where}: {bad}")
+            continue
         for key in ("answer_type", "question_type", "multiple_choice_answer"):
             if ann.get(key) is not None and not isinstance(ann[key], str):
                 problems.add(f"{where}: {key} must be a string, got {ann[key]!r}")

@@ -47,6 +47,7 @@ __all__ = [
 ]
 
 _N_DECIMALS = 2  # VQAEval(n=2)
+MAX_ANSWER_CHARS = 65_536  # as harness.data.text.MAX_TEXT_CHARS; far above any real answer
 
 
 def _leave_one_out_accuracy(gt_answers: Sequence[str], twins: Sequence[int], res_answer: str) -> float:
@@ -205,6 +206,9 @@ def _check_results(results: Any, annotated_ids: Sequence[int]) -> dict[int, str]
             raise PredictionsError(
                 f"results[{index}] (question {qid}): answer must be a string, got {type(answer).__name__} {answer!r}"
             )
+        if len(answer) > MAX_ANSWER_CHARS:  # the official normalisation scans it ~40 times
+            raise PredictionsError(f"results[{index}] (question {qid}): answer of {len(answer):,} characters "
+                                   f"(at most {MAX_ANSWER_CHARS:,})")
         if qid in answers:
             raise PredictionsError(
                 f"results contain question id {qid} twice (entries {first_index[qid]} and {index})"
