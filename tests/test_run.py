@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from harness.cli.main import cli
@@ -315,3 +316,13 @@ def test_runs_with_the_same_seed_are_identical(world: Path, tmp_path: Path) -> N
     second = run_task(world, tmp_path / "b", "pixelbert", "nlvr2", "--epochs", "1", "--limit", "64")
     assert first["train"]["history"][0]["loss"] == second["train"]["history"][0]["loss"]
     assert (tmp_path / "a/predictions_test.csv").read_bytes() == (tmp_path / "b/predictions_test.csv").read_bytes()
+
+
+def test_threads_option_sets_and_records_torch_threads(world: Path, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        record = run_task(world, tmp_path / "r", "textonly", "nlvr2", "--epochs", "1", "--limit", "16",
+                          "--pretraining", "none", "--threads", "1")
+        assert record["env"]["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)  # the CLI ran in this process

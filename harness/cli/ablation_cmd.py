@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from harness.cli.precision_option import precision_option
+from harness.cli.threads_option import threads_option
 from harness.cli.types import SEED
 from harness.pretraining.ablation import TASKS, VARIANTS
 
@@ -28,6 +29,7 @@ from harness.pretraining.ablation import TASKS, VARIANTS
 @click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @precision_option
+@threads_option
 @click.option("--no-progress", is_flag=True)
 def pretrain_ablation(out, world, variants, tasks, pretrain_epochs, epochs, limit, pretrain_limit, seed, device, precision,
                       no_progress) -> None:

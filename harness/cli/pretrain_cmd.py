@@ -8,6 +8,7 @@ import click
 
 from harness.cli.model_options import check_weight_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
+from harness.cli.threads_option import threads_option
 from harness.cli.types import SEED, FiniteFloatRange
 from harness.pretraining.config import PRETRAIN_PRESETS
 
@@ -57,6 +58,7 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
               help="Use only the first N images of each split (quick checks); recorded in run.json.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
+@threads_option
 @click.option("--resume", is_flag=True,
               help="Continue the interrupted pre-training in --run-dir from its last finished epoch.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")

@@ -9,6 +9,7 @@ import click
 from harness import distributed
 from harness.cli.model_options import check_weight_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
+from harness.cli.threads_option import threads_option
 from harness.cli.types import SEED, FiniteFloatRange
 from harness.tasks import TASKS
 from harness.training.config import TRAIN_PRESETS
@@ -73,6 +74,7 @@ def _summary(record: dict) -> str:
               help="region: the detector's top boxes (default) or the annotated boxes (oracle upper bound).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
+@threads_option
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Use only the first N examples (retrieval: images) of every split, for quick checks and CI "
                    "subsets; recorded, and the split fingerprints change with it.")
@@ -148,6 +150,7 @@ def _parse_seeds(text: str) -> list[int]:
               help="With --rerank-k: a .npy score matrix [n_images, n_captions] for the split (any model's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
+@threads_option
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage, device, precision,
