@@ -12,7 +12,8 @@ FP = {"vqa": "sha256:vqa-test", "nlvr2": "sha256:nlvr2-test", "retrieval": "sha2
 
 def make_run(directory: Path, model: str, task: str, *, seed: int = 0, metrics: dict[str, Any] | None = None,
              per_example: dict[str, Any] | None = None, fingerprint: str | None = None, kind: str = "run",
-             config: dict[str, Any] | None = None, bench: dict[str, Any] | None = None) -> Path:
+             config: dict[str, Any] | None = None, bench: dict[str, Any] | None = None,
+             reference: dict[str, Any] | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     record = {
         "record_version": 1, "kind": kind, "model": model, "task": task, "seed": seed,
@@ -22,6 +23,8 @@ def make_run(directory: Path, model: str, task: str, *, seed: int = 0, metrics: 
         "metrics": {"test": metrics} if metrics is not None else {},
         "train": {"steps": 1, "wall_seconds": 1.0, "samples_per_second": 1.0},
     }
+    if reference is not None:
+        record["data"]["splits"]["test"]["reference"] = reference
     (directory / "run.json").write_text(json.dumps(record))
     if per_example is not None:
         (directory / "per_example_test.json").write_text(json.dumps(per_example))

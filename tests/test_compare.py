@@ -72,7 +72,7 @@ def test_significance_marks_a_known_different_pair_and_not_a_known_equal_pair(tm
     md = (tmp_path / "rep" / "comparison.md").read_text()
     main = md.split("## Differences")[0]
     table = {line.split("|")[1].strip(): line for line in main.splitlines() if line.startswith("| ")}
-    assert "**90.00**" in table["pixelbert"]
+    assert "**" not in table["pixelbert"]  # soho ties it: no bold for a lead that is not significant
     assert "70.00†" in table["region"]
     assert "90.00 |" in table["soho"] and "90.00†" not in table["soho"]
     sig = [r for r in csv.DictReader((tmp_path / "rep" / "significance.csv").open()) if r["metric"] == "accuracy"]
@@ -90,6 +90,25 @@ def test_significance_marks_a_known_different_pair_and_not_a_known_equal_pair(tm
     region = next(line for line in differences.splitlines() if line.startswith("| region"))
     assert "-20.00 [" in region and "best" in next(line for line in differences.splitlines()
                                                    if line.startswith("| pixelbert"))
+    # Without the tie, the significant lead is bold.
+    code, _, err = _compare(str(tmp_path / "pb"), str(tmp_path / "rg"), "--out", str(tmp_path / "rep2"))
+    assert code == 0, err
+    assert "| pixelbert | **90.00** |" in (tmp_path / "rep2" / "comparison.md").read_text()
+
+
+def test_reference_rows_close_the_table_and_lines_mark_the_plot(tmp_path: Path) -> None:
+    reference = {"chance": {"accuracy": 50.0, "consistency": 6.25}, "prior": {"accuracy": 51.5, "consistency": 4.0}}
+    nlvr2_run(tmp_path / "pb", "pixelbert", [True] * 120 + [False] * 80, reference=reference)
+    nlvr2_run(tmp_path / "tx", "textonly", [True] * 101 + [False] * 99, reference=reference)
+    code, _, err = _compare(str(tmp_path / "pb"), str(tmp_path / "tx"), "--out", str(tmp_path / "rep"))
+    assert code == 0, err
+    md = (tmp_path / "rep" / "comparison.md").read_text()
+    rows = {line.split("|")[1].strip(): line for line in md.split("## Differences")[0].splitlines()
+            if line.startswith("| ")}
+    assert "| 50.00 | 6.25 |" in rows["(chance)"] and "| 51.50 | 4.00 |" in rows["(prior)"]
+    assert "(chance) random guessing" in md and "(prior) the train split's most frequent answer" in md
+    page = (tmp_path / "rep" / "comparison.html").read_text()
+    assert "<th>(chance)</th>" in page
 
 
 def test_vqa_bootstrap_marks_per_answer_type(tmp_path: Path) -> None:

@@ -18,14 +18,52 @@ _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
+def _number(value: object) -> str:
+    # Percentages to two decimals, as the official VQA script prints them (run.json keeps full precision).
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def _references(record: dict, split: str) -> dict[str, dict]:
+    """``{"chance": {metric: value}, "prior": {...}}`` of a split, as run.json's data section records it."""
+    return record.get("data", {}).get("splits", {}).get(split, {}).get("reference", {})
+
+
 def _summary(record: dict) -> str:
+    """One line of results; the task's primary metric carries its reference points in brackets."""
+    primary = TASKS.get(record["task"]).primary().name if record.get("task") in TASKS.names() else None
     parts = []
     for split, metrics in record["metrics"].items():
-        # Percentages to two decimals, as the official VQA script prints them (run.json keeps full precision).
-        shown = ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
-                          for k, v in metrics.items() if not isinstance(v, dict))
-        parts.append(f"{split}: {shown}")
+        shown = []
+        for key, value in metrics.items():
+            if isinstance(value, dict):
+                continue
+            text = f"{key} {_number(value)}"
+            if key == primary:
+                refs = [f"{name} {_number(float(values[key]))}" for name, values in _references(record, split).items()
+                        if isinstance(values.get(key), (int, float))]
+                text += f" [{', '.join(refs)}]" if refs else ""
+            shown.append(text)
+        parts.append(f"{split}: {', '.join(shown)}")
     return "; ".join(parts)
+
+
+def _meanings(record: dict) -> list[str]:
+    """What the bracketed reference points and the less obvious metrics mean, and their values on the last split
+    (test), so a newcomer can read the line above without the docs."""
+    from harness.metrics.reference import MEANING
+
+    if record.get("task") not in TASKS.names():
+        return []
+    task = TASKS.get(record["task"])
+    split = list(record["metrics"])[-1] if record["metrics"] else None
+    refs = _references(record, split) if split else {}
+    lines = [f"  {name}: {MEANING[name]}" for name in refs if name in MEANING]
+    for metric in task.metrics:
+        if metric.description and split and metric.read(record["metrics"][split]) is not None:
+            values = [f"{name} {_number(float(v[metric.name]))}" for name, v in refs.items()
+                      if isinstance(v.get(metric.name), (int, float))]
+            lines.append(f"  {metric.name}: {metric.description}" + (f" ({split}: {', '.join(values)})" if values else ""))
+    return lines
 
 
 @click.command()
@@ -117,6 +155,8 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
         click.echo(f"{which}: {_summary(record)}  "
                    f"({record['train']['wall_seconds']:.0f}s training, "
                    f"{record['train']['samples_per_second']} samples/s) -> {this_dir / 'run.json'}")
+        for line in _meanings(record):
+            click.echo(line)
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -173,6 +213,8 @@ def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage,
                                  rerank=rerank, precision=precision)
     if distributed.is_main():
         click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
+        for line in _meanings(record):
+            click.echo(line)
 
 
 COMMANDS = (run, eval_)

@@ -6,6 +6,7 @@ read from the task and model registries, so a new task or model appears in every
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -35,6 +36,20 @@ def tabulated(task: str, metrics: dict) -> dict[Metric, float]:
 def task_metrics(task: str, metrics: dict) -> dict[str, float]:
     """:func:`tabulated` by metric name (the long table's ``metric`` column)."""
     return {metric.name: value for metric, value in tabulated(task, metrics).items()}
+
+
+def reference_points(runs: list[RunInfo], split: str) -> dict[tuple[str, str], dict[str, float]]:
+    """(task, metric) -> {"chance": value, "prior": value} for the compared split, from the first run of each
+    task that recorded them (runs of a task share the split: check_splits). Non-finite values are dropped."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for task in task_order({r.task for r in runs}):
+        run = next((r for r in runs if r.task == task and isinstance(r.references.get(split), dict)), None)
+        for name, values in (run.references[split].items() if run else ()):
+            if isinstance(values, dict):
+                for metric, value in task_metrics(task, values).items():
+                    if math.isfinite(value):
+                        out.setdefault((task, metric), {})[name] = value
+    return out
 
 
 def metric_title(task: str, name: str) -> str:

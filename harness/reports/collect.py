@@ -57,6 +57,8 @@ class RunInfo:
     bench: BenchInfo | None = None
     label: str = ""
     """Row label in tables and plots: the model name, plus what differs when a model has several configs."""
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per split, the reference points run.json recorded from the data (``{"chance": metrics, "prior": ...}``)."""
 
     def per_example(self, split: str) -> dict[str, Any] | None:
         path = self.path / f"per_example_{split}.json"
@@ -226,6 +228,8 @@ def collect(paths: list[Path]) -> Collection:
             kind=str(record.get("kind", "run")), config=config, config_key=config_key(config, str(record["task"])),
             fingerprints={s: v.get("fingerprint") for s, v in splits.items() if isinstance(v, dict)},
             metrics=record.get("metrics") or {}, bench=bench,
+            references={s: v["reference"] for s, v in splits.items()
+                        if isinstance(v, dict) and isinstance(v.get("reference"), dict)},
         ))
     if not result.runs:
         raise VlbenchError("no fine-tuning runs to compare" + (f" ({'; '.join(result.notes)})" if result.notes

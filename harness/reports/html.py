@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from pathlib import Path
 
 _STYLE = """
@@ -18,6 +19,11 @@ figure img { max-width: 640px; }
 .notes li { margin: 0.2em 0; }
 .warn { color: #a00; font-weight: bold; }
 """
+
+
+def _inline(text: str) -> str:
+    """Escaped text with Markdown's `inline code` as <code> (notes name commands and files that way)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 def _pairwise_html(markdown: str) -> str:
@@ -41,8 +47,8 @@ def render_page(title: str, main_table: str, footnotes: list[str], notes: list[s
         figures.append(f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
                        f"<figcaption>{html.escape(path.stem.replace('_', ' '))}</figcaption></figure>")
     note_items = "".join(
-        f'<li class="{"warn" if n.startswith("WARNING") else ""}">{html.escape(n)}</li>' for n in notes)
-    foot = "".join(f"<p><small>{html.escape(n)}</small></p>" for n in footnotes)
+        f'<li class="{"warn" if n.startswith("WARNING") else ""}">{_inline(n)}</li>' for n in notes)
+    foot = "".join(f"<p><small>{_inline(n)}</small></p>" for n in footnotes)
     run_items = "".join(f"<li><code>{html.escape(r)}</code></li>" for r in runs)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -72,8 +72,13 @@ def _save(fig: plt.Figure, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def task_bars(agg: Aggregate, long: pd.DataFrame, labels: list[str], colour: dict, out: Path) -> list[Path]:
-    """Main metric per task: bar = mean over seeds, error bar = sample std, dots = individual seeds."""
+_REFERENCE_STYLE = {"chance": ("dimgray", "--"), "prior": ("firebrick", ":")}
+
+
+def task_bars(agg: Aggregate, long: pd.DataFrame, labels: list[str], colour: dict, out: Path,
+              references: dict[tuple[str, str], dict[str, float]] | None = None) -> list[Path]:
+    """Main metric per task: bar = mean over seeds, error bar = sample std, dots = individual seeds; horizontal
+    lines at the split's reference points (chance, the train-answer prior), so chance-level bars read as such."""
     tasks = task_order(agg.frame.task)
     if not tasks:
         return []
@@ -88,6 +93,12 @@ def task_bars(agg: Aggregate, long: pd.DataFrame, labels: list[str], colour: dic
             values = long[(long.label == label) & (long.task == task) & (long.metric == metric)].value
             jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(len(values))
             ax.scatter(x + jitter, values, s=10, color="black", zorder=3, label="seeds" if x == 0 else None)
+        for name, value in (references or {}).get((task, metric), {}).items():
+            line_colour, style = _REFERENCE_STYLE.get(name, ("black", "-."))
+            ax.axhline(value, color=line_colour, linestyle=style, linewidth=1.2, label=f"{name} {value:.2f}",
+                       zorder=4)
+        if (references or {}).get((task, metric)):
+            ax.legend(fontsize=7, loc="lower right")
         ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel(_axis(task))
         ax.set_title(task_class(task).title)
@@ -188,10 +199,11 @@ def pareto(agg: Aggregate, labels: list[str], speed: dict[str, Speed], colour: d
 
 
 def all_plots(agg: Aggregate, long: pd.DataFrame, labels: list[str], models: dict[str, str],
-              speed: dict[str, Speed], out: Path) -> tuple[list[Path], list[str]]:
+              speed: dict[str, Speed], out: Path,
+              references: dict[tuple[str, str], dict[str, float]] | None = None) -> tuple[list[Path], list[str]]:
     colour = colours(labels, models)
     notes = []
-    paths = task_bars(agg, long, labels, colour, out)
+    paths = task_bars(agg, long, labels, colour, out, references)
     paths += answer_type_bars(agg, labels, colour, out)
     paths += recall_curves(agg, labels, colour, out)
     fast = pareto(agg, labels, speed, colour, out)

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.fileio import write_text
-from harness.reports.aggregate import aggregate, check_duplicate_seeds, check_splits, long_table, row_order
+from harness.reports.aggregate import (
+    aggregate,
+    check_duplicate_seeds,
+    check_splits,
+    long_table,
+    reference_points,
+    row_order,
+)
 from harness.reports.collect import collect
 from harness.reports.html import render_page
 from harness.reports.plots import all_plots
@@ -46,7 +53,8 @@ def compare_runs(paths: list[Path], out: Path, split: str = "test", allow_differ
     notes += pair_notes
     speed, speed_notes = speeds(collection, labels)
     notes += speed_notes
-    table = build_table(agg, labels, pairs, speed)
+    references = reference_points(runs, split)
+    table = build_table(agg, labels, pairs, speed, references)
     foot = footnotes(table, resamples, comparisons=len(pairs))
 
     out.mkdir(parents=True, exist_ok=True)
@@ -54,7 +62,7 @@ def compare_runs(paths: list[Path], out: Path, split: str = "test", allow_differ
     models = {r.label: r.model for r in runs}
     plot_files: list[Path] = []
     if plots:
-        plot_files, plot_notes = all_plots(agg, long, labels, models, speed, out)
+        plot_files, plot_notes = all_plots(agg, long, labels, models, speed, out, references)
         notes += plot_notes
     title = f"vlbench comparison ({split} split)"
 

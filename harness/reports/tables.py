@@ -1,8 +1,10 @@
 """The comparison as tables: a numeric wide frame (CSV), and rendered Markdown, LaTeX (booktabs) and HTML.
 
 Rows are configurations (model + what differs), column groups are tasks. A cell is ``mean ± std`` over seeds
-(std omitted for one seed); each task group has a seed-count column. The best mean of a column is bold; a
-dagger marks a value significantly different from that column's best (see :mod:`harness.reports.significance`).
+(std omitted for one seed); each task group has a seed-count column. The best mean of a column is bold only when
+it is significantly better than the runner-up; a dagger marks a value significantly different from that column's
+best (see :mod:`harness.reports.significance`). Reference rows (chance, the train-answer prior) computed from the
+split's data close the table, so a chance-level number reads as one.
 """
 
 from __future__ import annotations
@@ -92,6 +94,9 @@ class Cell:
     mean: float | None
     std: float | None = None
     best: bool = False
+    """Bold: the column's top mean, significantly ahead of the runner-up."""
+    top: bool = False
+    """The column's top mean (what the other cells are tested against), significant or not."""
     marked: bool = False
     to_best: tuple[float, ...] | None = None
     """This cell minus the column's best, and its 95% interval (seeds and examples), when tested."""
@@ -106,13 +111,20 @@ class Table:
     speed: dict[str, Speed]
     tested: set[tuple[str, str]]
     """Columns with at least one significance test (the footnote applies to them)."""
+    references: dict[tuple[str, str], dict[str, float]] = field(default_factory=dict)
+    """(task, metric) -> {"chance": value, "prior": value}: the reference rows under the table."""
+
+    @property
+    def reference_names(self) -> list[str]:
+        return list(dict.fromkeys(name for values in self.references.values() for name in values))
 
     @property
     def tasks(self) -> list[str]:
         return list(dict.fromkeys(t for t, _ in self.columns))
 
 
-def build_table(agg: Aggregate, labels: list[str], pairs: pd.DataFrame, speed: dict[str, Speed]) -> Table:
+def build_table(agg: Aggregate, labels: list[str], pairs: pd.DataFrame, speed: dict[str, Speed],
+                references: dict[tuple[str, str], dict[str, float]] | None = None) -> Table:
     cols = columns(agg)
     cells: dict[tuple[str, str, str], Cell] = {}
     seeds: dict[tuple[str, str], int] = {}
@@ -129,15 +141,18 @@ def build_table(agg: Aggregate, labels: list[str], pairs: pd.DataFrame, speed: d
         if not present:
             continue
         sign = 1.0 if _higher_is_better(task, metric) else -1.0
-        best = max(present, key=lambda label: sign * present[label].mean)
-        present[best].best = len(present) > 1  # bold only when there is something to beat
+        ranked = sorted(present, key=lambda label: -sign * present[label].mean)
+        best = ranked[0]
+        present[best].top = True
         for label, cell in present.items():
             verdict = _versus(pairs, task, metric, label, best) if label != best else None
             if verdict is not None:
                 tested.add((task, metric))
                 cell.marked, cell.to_best = verdict
             cells[(label, task, metric)] = cell
-    return Table(labels, cols, cells, seeds, speed, tested)
+        # Bold only a lead that holds: the runner-up tested and significantly behind (untested: no bold).
+        present[best].best = len(ranked) > 1 and present[ranked[1]].marked
+    return Table(labels, cols, cells, seeds, speed, tested, references or {})
 
 
 def wide_csv_frame(table: Table, agg: Aggregate) -> pd.DataFrame:
@@ -151,7 +166,7 @@ def wide_csv_frame(table: Table, agg: Aggregate) -> pd.DataFrame:
             row[f"{task}.{metric}.mean"] = None if cell is None else round(cell.mean, 4)
             row[f"{task}.{metric}.std"] = None if cell is None or cell.std is None else round(cell.std, 4)
             row[f"{task}.{metric}.sig_vs_best"] = (None if cell is None or (task, metric) not in table.tested
-                                                   or cell.best else cell.marked)
+                                                   or cell.top else cell.marked)
             diff = None if cell is None or cell.to_best is None else cell.to_best
             for name, index in (("diff_vs_best", 0), ("ci_low_vs_best", 1), ("ci_high_vs_best", 2)):
                 row[f"{task}.{metric}.{name}"] = None if diff is None else round(diff[index], 4)
@@ -190,8 +205,20 @@ def _speed_cells(speed: Speed | None, style: str) -> list[str]:
     return [ips, ms]
 
 
+def _reference_cells(table: Table, name: str, style: str) -> list[str]:
+    dash = "--" if style == "latex" else "–"
+    row = []
+    for task in table.tasks:
+        for t, m in table.columns:
+            if t == task:
+                value = table.references.get((t, m), {}).get(name)
+                row.append(dash if value is None else f"{value:.2f}")
+        row.append(dash)  # the seed-count column
+    return row
+
+
 def display_frame(table: Table, style: str) -> pd.DataFrame:
-    """Strings with a (group, column) MultiIndex header, for rendering."""
+    """Strings with a (group, column) MultiIndex header, for rendering; reference rows last."""
     header: list[tuple[str, str]] = []
     for task in table.tasks:
         title = task_class(task).title
@@ -210,20 +237,30 @@ def display_frame(table: Table, style: str) -> pd.DataFrame:
         if has_speed:
             row += _speed_cells(table.speed.get(label), style)
         rows.append(row)
+    names = table.reference_names
+    for name in names:
+        rows.append(_reference_cells(table, name, style) + (_speed_cells(None, style) if has_speed else []))
     index = [_latex_escape(label) if style == "latex" else label for label in table.labels]
+    index += [f"({name})" for name in names]
     # No index name in LaTeX: pandas would spend a header row on it.
     return pd.DataFrame(rows, index=pd.Index(index, name=None if style == "latex" else "model"),
                         columns=pd.MultiIndex.from_tuples(header))
 
 
 def footnotes(table: Table, resamples: int, comparisons: int = 0) -> list[str]:
-    notes = [f"Cells: mean ± sample std over seeds (n = seed count); bold = best in column. {DAGGER} = significantly "
+    notes = [f"Cells: mean ± sample std over seeds (n = seed count); bold = best in column and significantly ahead of "
+             f"the runner-up (no bold where the lead is not significant). {DAGGER} = significantly "
              f"different from the column's best at p < {ALPHA} after Holm's correction over all {comparisons} "
              "comparisons of this report. The test counts both seed variance (between the seeds of each row) and "
              f"example variance (a paired bootstrap, {resamples} resamples, seeded, of whole clusters: VQA questions "
              "with their image, NLVR2 statements with their sentence's pairs, retrieval images with their captions), "
              "a t interval with Welch-Satterthwaite degrees of freedom (docs/significance.md). With one seed on a "
              "side only example variance is covered."]
+    if table.references:
+        from harness.metrics.reference import MEANING
+
+        notes.append("Reference rows, computed from the split's data: " + "; ".join(
+            f"({name}) {MEANING.get(name, name)}" for name in table.reference_names) + ".")
     if table.speed:
         tasks = sorted({t for s in table.speed.values() for t in s.tasks})
         notes.append("Speed from bench.json (inference, the whole pipeline: region rows include the detector), "
@@ -292,7 +329,7 @@ def differences_markdown(table: Table) -> str:
             cell = table.cells.get((label, task, metric))
             if cell is None:
                 cells.append("–")
-            elif cell.best:
+            elif cell.top:
                 cells.append("best")
             elif cell.to_best is None:
                 cells.append("not tested")

@@ -34,6 +34,8 @@ class Metric:
     higher_is_better: bool = True
     axis: str | None = None
     """A plot axis label with its unit (default: the task's title, this title and %)."""
+    description: str | None = None
+    """What the number means, where its name does not say (shown under run results and in reports)."""
 
     @property
     def name(self) -> str:

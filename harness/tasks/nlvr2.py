@@ -21,6 +21,7 @@ from harness.distributed import gather_concat, is_main, shard
 from harness.errors import VlbenchError
 from harness.fileio import write_text
 from harness.metrics.nlvr2 import nlvr2_per_example_correct, nlvr2_scores
+from harness.metrics.reference import nlvr2_reference
 from harness.runtime import Runtime
 from harness.tasks import TASKS
 from harness.tasks.base import Evaluation, Metric, Task, finite_outputs
@@ -42,7 +43,8 @@ class Nlvr2Task(Task):
     name = "nlvr2"
     title = "NLVR2"
     selection_metric = "accuracy"
-    metrics = (Metric(("accuracy",), "acc", axis="NLVR2 accuracy (%)"), Metric(("consistency",), "cons"))
+    metrics = (Metric(("accuracy",), "acc", axis="NLVR2 accuracy (%)"),
+               Metric(("consistency",), "cons", description="% of sentences whose every image pair is right"))
     significance = "mcnemar"
     images_per_sample = 2
     report_order = 10
@@ -69,8 +71,13 @@ class Nlvr2Task(Task):
     def summary(self, split: str) -> dict[str, Any]:
         examples = self.examples(split)
         labelled = [e for e in examples if e.label is not None]
-        return {"examples": len(examples), "true": sum(e.label for e in labelled),
-                "false": sum(not e.label for e in labelled)}
+        out: dict[str, Any] = {"examples": len(examples), "true": sum(e.label for e in labelled),
+                               "false": sum(not e.label for e in labelled)}
+        if labelled and split != "train":
+            train = [e.label_text for e in self.examples("train")] if "train" in self.spec.splits else []
+            out["reference"] = nlvr2_reference({e.identifier: str(e.label) for e in labelled},
+                                               [label for label in train if label is not None])
+        return out
 
     def prepare_training(self) -> None:
         if any(e.label is None for e in self.examples("train")):

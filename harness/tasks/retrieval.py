@@ -37,6 +37,7 @@ from harness.data.karpathy import RetrievalImage, load_karpathy_split
 from harness.distributed import gather_concat, is_main, shard_range, world_size
 from harness.errors import VlbenchError
 from harness.fileio import write_bytes
+from harness.metrics.reference import retrieval_chance
 from harness.metrics.retrieval import retrieval_per_query_ranks, retrieval_recall
 from harness.runtime import Runtime
 from harness.tasks import TASKS
@@ -104,7 +105,10 @@ class RetrievalTask(Task):
 
     def summary(self, split: str) -> dict[str, Any]:
         images = self.examples(split)
-        return {"images": len(images), "captions": sum(len(i.captions) for i in images)}
+        out: dict[str, Any] = {"images": len(images), "captions": sum(len(i.captions) for i in images)}
+        if images and split != "train":
+            out["reference"] = retrieval_chance([len(i.captions) for i in images])
+        return out
 
     def train_size(self) -> int:
         return len(self.examples("train"))  # one item per image; its caption is drawn per batch

@@ -23,6 +23,7 @@ from harness.data.vqa import VqaExample, load_vqa_split
 from harness.distributed import gather_concat, is_main, shard
 from harness.errors import VlbenchError
 from harness.fileio import read_json, write_json
+from harness.metrics.reference import vqa_prior
 from harness.metrics.vqa import (
     below_full_credit,
     below_full_credit_note,
@@ -91,6 +92,12 @@ class VqaTask(Task):
             few = below_full_credit(len(e.answers or ()) for e in examples)
             if few:
                 out["warnings"] = [below_full_credit_note(few, len(examples))]
+            files = self.spec.splits[split]
+            if split != "train" and "train" in self.spec.splits and files.annotations is not None:
+                questions, annotations = _restrict(read_json(files.questions), read_json(files.annotations),
+                                                   {e.question_id for e in examples})
+                train = [(e.question_type, e.multiple_choice_answer) for e in self.examples("train")]
+                out["reference"] = vqa_prior(train, questions, annotations)
         return out
 
     def build_head(self, hidden_size: int) -> nn.Module:
