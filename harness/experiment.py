@@ -170,7 +170,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         init, pretraining = _initial_weights(options, data.world, runtime)
 
         generator = seed_everything(options.seed)
-        images = ImageTensors(setup.visual.image_size)
+        images = ImageTensors(setup.visual.image_size, processes=1 + train_config.num_workers)
         task: Task = task_cls(spec, images, TextBatcher(load_tokenizer(), train_config.max_text_len), train_config,
                               limit=options.limit)
         task.prepare_training()

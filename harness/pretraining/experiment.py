@@ -135,7 +135,8 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
 
         generator = seed_everything(options.seed)
         tokenizer = load_tokenizer()
-        data = CaptionPairs(spec, ImageTensors(setup.visual.image_size), TextBatcher(tokenizer, config.max_text_len),
+        data = CaptionPairs(spec, ImageTensors(setup.visual.image_size, processes=1 + config.num_workers),
+                            TextBatcher(tokenizer, config.max_text_len),
                             config, vocab_size=setup.transformer.vocab_size, limit=options.limit)
         splits = ["train", "val"]
         data_record: dict[str, Any] = {"spec": str(spec.path), "name": spec.name, "task": spec.task, "splits": {}}
