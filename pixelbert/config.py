@@ -135,6 +135,7 @@ class VisualConfig:
 
 
 REGION_BOXES = ("detector", "gt")
+REGION_SELECTIONS = ("bottom_up", "regressed")
 REGION_BACKENDS = ("torchvision", "detectron2")
 
 
@@ -162,10 +163,17 @@ class RegionConfig:
     RoIAlign backward on a CPU)."""
     representation_size: int = 256
     """Width of the box head's two-layer MLP: the region feature dimension."""
+    selection: str = "bottom_up"
+    """How detections become regions. ``bottom_up``: exactly bottom-up attention's ``tools/generate_tsv.py``
+    (peteanderson80/bottom-up-attention): per-class NMS over the RPN *proposals*, each proposal's max class
+    confidence over the classes where it survived, proposals at or above ``score_threshold`` (``conf_thresh``),
+    ``min_boxes``-``max_boxes`` of them (``MIN_BOXES``/``MAX_BOXES``), and the pooled features *of those
+    proposals*. ``regressed`` (vlbench before): each proposal's argmax-class regressed box, class-agnostic NMS,
+    the same threshold and bounds, features re-pooled on the final boxes."""
     score_threshold: float = 0.2
-    """Bottom-up attention's confidence threshold on the best non-background class score."""
+    """``conf_thresh`` of generate_tsv.py: a region's best non-background class confidence must reach it."""
     nms_iou: float = 0.3
-    """Class-agnostic NMS IoU (bottom-up attention: 0.3)."""
+    """NMS IoU (``cfg.TEST.NMS`` = 0.3): per class for ``bottom_up``, class-agnostic for ``regressed``."""
     min_boxes: int = 10
     max_boxes: int = 36
     """Keep boxes above the threshold, at least ``min_boxes`` (best first) and at most ``max_boxes``."""
@@ -178,6 +186,8 @@ class RegionConfig:
         object.__setattr__(self, "aspect_ratios", tuple(float(a) for a in self.aspect_ratios))
         if self.boxes not in REGION_BOXES:
             raise VlbenchError(f"region boxes must be one of {REGION_BOXES}, got {self.boxes!r}")
+        if self.selection not in REGION_SELECTIONS:
+            raise VlbenchError(f"region selection must be one of {REGION_SELECTIONS}, got {self.selection!r}")
         if self.backend not in REGION_BACKENDS:
             raise VlbenchError(f"region backend must be one of {REGION_BACKENDS}, got {self.backend!r}")
         if not 1 <= self.min_boxes <= self.max_boxes:
@@ -198,7 +208,8 @@ class RegionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegionConfig:
-        return cls(**_from_dict(cls, data, "region"))
+        # Checkpoints and detectors from before ``selection`` existed were made with the regressed boxes.
+        return cls(**_from_dict(cls, {"selection": "regressed", **data}, "region"))
 
 
 @dataclass(frozen=True)
