@@ -216,9 +216,11 @@ class RegionConfig:
 class DictionaryConfig:
     """SOHO's visual dictionary: a codebook of ``size`` entries updated by moving average (not by gradients).
 
-    The update momentum follows the authors' released schedule: ``min(momentum_start * epoch, momentum)`` during
-    pre-training (epoch counted from 1), so the randomly initialised entries first move quickly towards the
-    features, then settle at the paper's gamma = 0.99. Outside pre-training the full ``momentum`` applies.
+    The update momentum is annealed in pre-training: ``min(momentum_start * epoch, momentum)`` (epoch counted from
+    1), so the randomly initialised entries first move quickly towards the features, then settle at ``momentum``;
+    outside pre-training the full ``momentum`` applies. This schedule is vlbench's: researchmm/soho defines a
+    similar one (``set_decay_updates``) but never calls it, so the released pre-training runs at its config's
+    constant decay of 0.4 (docs/fidelity.md).
     """
 
     size: int = 2048
