@@ -230,6 +230,10 @@ class DictionaryConfig:
     dead_after: int = 100
     """Dead-entry guard: an entry no feature was mapped to for this many consecutive updates is re-seeded from a
     random current feature, so the dictionary cannot collapse onto a few entries."""
+    fine_tune: bool = False
+    """Keep the dictionary at fine-tuning (``run --keep-dictionary``). False, as released: researchmm/soho's
+    fine-tuning neck (``SimpleVDforVQA``) drops it, so a fine-tuned SOHO sees the projected pixel features of its
+    pre-trained CNN; pre-training always uses it."""
 
     def __post_init__(self) -> None:
         if self.size < 2:
@@ -249,7 +253,8 @@ class DictionaryConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DictionaryConfig:
-        return cls(**_from_dict(cls, data, "dictionary"))
+        # Checkpoints from before ``fine_tune`` existed were fine-tuned with the dictionary.
+        return cls(**_from_dict(cls, {"fine_tune": True, **data}, "dictionary"))
 
 
 @dataclass(frozen=True)
