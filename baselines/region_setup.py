@@ -149,7 +149,7 @@ def resolve_detector(visual: VisualConfig, region: RegionConfig, spec: DatasetSp
 def extraction_stamp(detector_hash: str, visual: VisualConfig, region: RegionConfig) -> dict[str, Any]:
     """Everything that decides a cached row: who detected, how boxes were chosen, what pixels it saw."""
     return {"extractor": f"{region.backend}-faster-rcnn", "detector": detector_hash, "boxes": region.boxes,
-            "score_threshold": region.score_threshold, "nms_iou": region.nms_iou, "min_boxes": region.min_boxes,
+            "selection": region.selection, "score_threshold": region.score_threshold, "nms_iou": region.nms_iou, "min_boxes": region.min_boxes,
             "max_boxes": region.max_boxes, "image_size": visual.image_size,
             "feature_dim": region.representation_size}
 

@@ -1,10 +1,18 @@
 """Detector output -> region features, the bottom-up-attention way.
 
-For every image: the RPN's proposals go through the box head; each proposal's score is its best
-non-background class probability and its box the regression for that class; class-agnostic NMS, then the
-boxes above ``score_threshold`` are kept, at least ``min_boxes`` and at most ``max_boxes`` (best first).
-The region feature of a kept box is the box head's output (RoIAlign + two-layer MLP) *for that final box*,
-so feature and box always agree. ``boxes=`` skips the detection and pools given boxes (``--boxes gt``).
+For every image the RPN's proposals go through the box head, and ``RegionConfig.selection`` picks regions:
+
+- ``bottom_up`` (default): bottom-up attention's ``tools/generate_tsv.py`` exactly. For each class (background
+  excluded) NMS over the *proposal* boxes by that class's probability; a proposal's confidence is its best
+  probability among the classes whose NMS kept it (0 if none did); proposals with confidence at least
+  ``score_threshold`` are kept in proposal order, or, when fewer than ``min_boxes`` / more than ``max_boxes``
+  pass, the top ``min_boxes`` / ``max_boxes`` by confidence. Boxes are the kept proposals and features the box
+  head's output *for those proposals* (generate_tsv.py's ``pool5_flat`` of ``rois``): no regression, no
+  re-pooling. One difference: IoU here has no "+1 pixel" in widths (torchvision, not Caffe).
+- ``regressed`` (vlbench before): each proposal's best-class regressed box, class-agnostic NMS, the same
+  threshold and bounds, features re-pooled on the final boxes.
+
+``boxes=`` skips the detection and pools given boxes (``--boxes gt``).
 
 An image with no box at all (no proposal survived, or no annotation in gt mode) gets one whole-image box:
 the transformer always sees at least one visual token, and the count is reported.
@@ -75,6 +83,26 @@ def select_boxes(probs: Tensor, decoded: Tensor, proposals: list[Tensor], image_
     return final, final_scores
 
 
+def bottom_up_keep(probs: Tensor, proposals: Tensor, region: RegionConfig) -> tuple[Tensor, Tensor]:
+    """One image's kept proposal indices and their confidences, as generate_tsv.py's
+    ``get_detections_from_im`` chooses them. ``probs`` [P, C + 1] (column 0 background), ``proposals`` [P, 4]."""
+    count, classes = probs.shape[0], probs.shape[1] - 1
+    if count == 0:
+        return torch.zeros(0, dtype=torch.long, device=probs.device), probs.new_zeros(0)
+    # All classes' NMS in one call: every proposal once per class, keyed by class (what the per-class loop does).
+    cls_scores = probs[:, 1:].t().reshape(-1)  # class-major: [C * P]
+    boxes = proposals.repeat(classes, 1)
+    cls_index = torch.arange(classes, device=probs.device).repeat_interleave(count)
+    kept = batched_nms(boxes, cls_scores, cls_index, region.nms_iou)
+    max_conf = probs.new_zeros(count).scatter_reduce(0, kept % count, cls_scores[kept], reduce="amax")
+    keep = torch.nonzero(max_conf >= region.score_threshold).flatten()  # np.where: proposal order
+    if len(keep) < region.min_boxes or len(keep) > region.max_boxes:
+        # np.argsort(max_conf)[::-1][:n]: ascending (ties in index order), reversed
+        order = torch.sort(max_conf, stable=True).indices.flip(0)
+        keep = order[: region.min_boxes if len(keep) < region.min_boxes else region.max_boxes]
+    return keep, max_conf[keep]
+
+
 @torch.no_grad()
 def extract_regions(detector: nn.Module, images: Tensor, region: RegionConfig,
                     boxes: list[Tensor] | None = None) -> list[Regions]:
@@ -91,13 +119,26 @@ def extract_regions(detector: nn.Module, images: Tensor, region: RegionConfig,
     size_h, size_w = image_list.image_sizes[0]
     scale = images.new_tensor([size_w / width, size_h / height, size_w / width, size_h / height])
     heads = detector.roi_heads
+    pooled_final: list[Tensor] | None = None
     if boxes is None:
         proposals, _ = detector.rpn(image_list, feats)
         pooled = heads.box_head(heads.box_roi_pool(feats, proposals, image_list.image_sizes))
         logits, deltas = heads.box_predictor(pooled)
-        decoded = heads.box_coder.decode(deltas, proposals)  # [P, C + 1, 4]
         probs = F.softmax(logits, dim=-1)
-        final, final_scores = select_boxes(probs, decoded, proposals, image_list.image_sizes[0], region)
+        if region.selection == "bottom_up":
+            final, final_scores, pooled_final = [], [], []
+            for image_probs, image_pooled, image_proposals in zip(probs.split([len(p) for p in proposals]),
+                                                                   pooled.split([len(p) for p in proposals]),
+                                                                   proposals):
+                keep, conf = bottom_up_keep(image_probs, image_proposals, region)
+                final.append(image_proposals[keep])
+                final_scores.append(conf)
+                pooled_final.append(image_pooled[keep])
+        elif region.selection == "regressed":
+            decoded = heads.box_coder.decode(deltas, proposals)  # [P, C + 1, 4]
+            final, final_scores = select_boxes(probs, decoded, proposals, image_list.image_sizes[0], region)
+        else:
+            raise ValueError(f"unknown region selection {region.selection!r} (bottom_up or regressed)")
     else:
         final = [b.to(images.device, torch.float32).reshape(-1, 4) * scale for b in boxes]
         final_scores = [torch.ones(len(b), device=images.device) for b in final]
@@ -105,14 +146,16 @@ def extract_regions(detector: nn.Module, images: Tensor, region: RegionConfig,
     whole = images.new_tensor([[0.0, 0.0, float(size_w), float(size_h)]])
     final = [whole if empty else b for b, empty in zip(final, fallback)]
     final_scores = [images.new_zeros(1) if empty else s for s, empty in zip(final_scores, fallback)]
-    features = heads.box_head(heads.box_roi_pool(feats, final, image_list.image_sizes))
-    out, start = [], 0
+    if pooled_final is None or any(fallback):  # pool the final boxes (regressed, gt, or a whole-image stand-in)
+        features = heads.box_head(heads.box_roi_pool(feats, final, image_list.image_sizes))
+        per_image = list(features.split([len(b) for b in final]))
+        if pooled_final is not None:  # bottom-up: the kept proposals' own features wherever there were some
+            per_image = [p if not empty else f for p, f, empty in zip(pooled_final, per_image, fallback)]
+    else:
+        per_image = pooled_final
     norm = images.new_tensor([size_w, size_h, size_w, size_h])
-    for b, s, empty in zip(final, final_scores, fallback):
-        out.append(Regions(boxes=(b / norm).clamp(0, 1), features=features[start:start + len(b)],
-                           scores=s, fallback=empty))
-        start += len(b)
-    return out
+    return [Regions(boxes=(b / norm).clamp(0, 1), features=f, scores=s, fallback=empty)
+            for b, f, s, empty in zip(final, per_image, final_scores, fallback)]
 
 
 def recall_at_iou(found: Tensor, truth: Tensor, threshold: float = 0.5) -> float:

@@ -250,7 +250,11 @@ def init_setup(setup: ModelSetup, path: Path) -> ModelSetup:
     saved = meta.get("model_config")
     if meta.get("model") != setup.name or not isinstance(saved, dict):
         return setup  # a different model's weights: the strict load reports what does not fit
-    return replace(setup, config=ModelSetup.from_dict(saved).config)
+    config = ModelSetup.from_dict(saved).config
+    if config.dictionary is not None and setup.config.dictionary is not None:
+        # Whether fine-tuning keeps the dictionary is this run's choice (--keep-dictionary), not the checkpoint's.
+        config = replace(config, dictionary=replace(config.dictionary, fine_tune=setup.config.dictionary.fine_tune))
+    return replace(setup, config=config)
 
 
 def load_init(model: nn.Module, path: Path) -> dict[str, torch.Tensor]:

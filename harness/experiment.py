@@ -76,6 +76,8 @@ class RunOptions:
     """Region/grid models: a spec whose train split has COCO boxes to train the detector on."""
     boxes: str | None = None
     """Region model: ``detector`` (default) or ``gt`` (annotated boxes, the oracle upper bound)."""
+    keep_dictionary: bool | None = None
+    """SOHO: keep the visual dictionary at fine-tuning (None: bypass it, as released)."""
     resume: bool = False
     """Continue an interrupted run from ``run_dir/resume.safetensors`` (same options and data required)."""
     pretraining: str = "auto"
@@ -162,7 +164,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         request = ModelRequest(options.model, options.preset, text_init=options.text_init,
                                text_init_layers=options.text_init_layers, cnn_init=options.cnn_init, init=options.init,
                                options={"detector": options.detector, "detector_data": options.detector_data,
-                                        "boxes": options.boxes})
+                                        "boxes": options.boxes, "keep_dictionary": options.keep_dictionary})
         setup = resolve_setup(request)
         data = open_data(options.data, options.task, options.progress)
         spec = data.spec
@@ -170,7 +172,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         init, pretraining = _initial_weights(options, data.world, runtime)
 
         generator = seed_everything(options.seed)
-        images = ImageTensors(setup.visual.image_size)
+        images = ImageTensors(setup.visual.image_size, processes=1 + train_config.num_workers)
         task: Task = task_cls(spec, images, TextBatcher(load_tokenizer(), train_config.max_text_len), train_config,
                               limit=options.limit)
         task.prepare_training()

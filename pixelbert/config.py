@@ -135,6 +135,7 @@ class VisualConfig:
 
 
 REGION_BOXES = ("detector", "gt")
+REGION_SELECTIONS = ("bottom_up", "regressed")
 REGION_BACKENDS = ("torchvision", "detectron2")
 
 
@@ -162,10 +163,17 @@ class RegionConfig:
     RoIAlign backward on a CPU)."""
     representation_size: int = 256
     """Width of the box head's two-layer MLP: the region feature dimension."""
+    selection: str = "bottom_up"
+    """How detections become regions. ``bottom_up``: exactly bottom-up attention's ``tools/generate_tsv.py``
+    (peteanderson80/bottom-up-attention): per-class NMS over the RPN *proposals*, each proposal's max class
+    confidence over the classes where it survived, proposals at or above ``score_threshold`` (``conf_thresh``),
+    ``min_boxes``-``max_boxes`` of them (``MIN_BOXES``/``MAX_BOXES``), and the pooled features *of those
+    proposals*. ``regressed`` (vlbench before): each proposal's argmax-class regressed box, class-agnostic NMS,
+    the same threshold and bounds, features re-pooled on the final boxes."""
     score_threshold: float = 0.2
-    """Bottom-up attention's confidence threshold on the best non-background class score."""
+    """``conf_thresh`` of generate_tsv.py: a region's best non-background class confidence must reach it."""
     nms_iou: float = 0.3
-    """Class-agnostic NMS IoU (bottom-up attention: 0.3)."""
+    """NMS IoU (``cfg.TEST.NMS`` = 0.3): per class for ``bottom_up``, class-agnostic for ``regressed``."""
     min_boxes: int = 10
     max_boxes: int = 36
     """Keep boxes above the threshold, at least ``min_boxes`` (best first) and at most ``max_boxes``."""
@@ -178,6 +186,8 @@ class RegionConfig:
         object.__setattr__(self, "aspect_ratios", tuple(float(a) for a in self.aspect_ratios))
         if self.boxes not in REGION_BOXES:
             raise VlbenchError(f"region boxes must be one of {REGION_BOXES}, got {self.boxes!r}")
+        if self.selection not in REGION_SELECTIONS:
+            raise VlbenchError(f"region selection must be one of {REGION_SELECTIONS}, got {self.selection!r}")
         if self.backend not in REGION_BACKENDS:
             raise VlbenchError(f"region backend must be one of {REGION_BACKENDS}, got {self.backend!r}")
         if not 1 <= self.min_boxes <= self.max_boxes:
@@ -198,16 +208,19 @@ class RegionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegionConfig:
-        return cls(**_from_dict(cls, data, "region"))
+        # Checkpoints and detectors from before ``selection`` existed were made with the regressed boxes.
+        return cls(**_from_dict(cls, {"selection": "regressed", **data}, "region"))
 
 
 @dataclass(frozen=True)
 class DictionaryConfig:
     """SOHO's visual dictionary: a codebook of ``size`` entries updated by moving average (not by gradients).
 
-    The update momentum follows the authors' released schedule: ``min(momentum_start * epoch, momentum)`` during
-    pre-training (epoch counted from 1), so the randomly initialised entries first move quickly towards the
-    features, then settle at the paper's gamma = 0.99. Outside pre-training the full ``momentum`` applies.
+    The update momentum is annealed in pre-training: ``min(momentum_start * epoch, momentum)`` (epoch counted from
+    1), so the randomly initialised entries first move quickly towards the features, then settle at ``momentum``;
+    outside pre-training the full ``momentum`` applies. This schedule is vlbench's: researchmm/soho defines a
+    similar one (``set_decay_updates``) but never calls it, so the released pre-training runs at its config's
+    constant decay of 0.4 (docs/fidelity.md).
     """
 
     size: int = 2048
@@ -217,6 +230,10 @@ class DictionaryConfig:
     dead_after: int = 100
     """Dead-entry guard: an entry no feature was mapped to for this many consecutive updates is re-seeded from a
     random current feature, so the dictionary cannot collapse onto a few entries."""
+    fine_tune: bool = False
+    """Keep the dictionary at fine-tuning (``run --keep-dictionary``). False, as released: researchmm/soho's
+    fine-tuning neck (``SimpleVDforVQA``) drops it, so a fine-tuned SOHO sees the projected pixel features of its
+    pre-trained CNN; pre-training always uses it."""
 
     def __post_init__(self) -> None:
         if self.size < 2:
@@ -236,7 +253,8 @@ class DictionaryConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DictionaryConfig:
-        return cls(**_from_dict(cls, data, "dictionary"))
+        # Checkpoints from before ``fine_tune`` existed were fine-tuned with the dictionary.
+        return cls(**_from_dict(cls, {"fine_tune": True, **data}, "dictionary"))
 
 
 @dataclass(frozen=True)

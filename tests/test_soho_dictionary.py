@@ -175,6 +175,21 @@ def test_soho_encoder_in_fine_tuning_and_pretraining() -> None:
     assert isinstance(encoder, SohoEncoder)
     images = torch.rand(2, 3, 64, 64)
     encoder.train()
+    # Fine-tuning, as released: the dictionary is bypassed, neither read nor updated.
+    before = {k: v.clone() for k, v in encoder.dictionary.state_dict().items()}
+    tokens = encoder(images)
+    assert tokens.codes is None and tokens.features.shape == (2, 16, setup.transformer.hidden_size)
+    assert all(torch.equal(before[k], v) for k, v in encoder.dictionary.state_dict().items())
+    encoder.eval()
+    with torch.no_grad():
+        expected = encoder.output_norm(encoder.projection.norm(encoder.projection.proj(
+            encoder.feature_map(images).flatten(2).transpose(1, 2))))
+    bypass = encoder(images).features
+    assert torch.allclose(bypass, expected + encoder.projection.type_embedding
+                          + encoder._position_embedding(4, 4, images.device), atol=1e-5)
+    # Pre-training (and --keep-dictionary) quantise.
+    encoder.train()
+    encoder.use_dictionary = True
     tokens = encoder(images)
     assert tokens.codes.shape == (2, 16) and tokens.masked is None, "no MVM unless pre-training sets it"
     tokens.features.sum().backward()
@@ -191,6 +206,27 @@ def test_soho_encoder_in_fine_tuning_and_pretraining() -> None:
         assert torch.allclose(tokens.features[b, n], expected + position[n], atol=1e-5)
     state = model.state_dict()
     assert "visual_encoder.dictionary.embed" in state, "the dictionary is saved with the model"
+
+
+def test_keep_dictionary_is_the_runs_choice_not_the_checkpoints(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from harness.assembly import ModelRequest, resolve_setup
+    from harness.checkpoints import save_checkpoint
+    from harness.errors import VlbenchError as Error
+
+    setup = model_setup("soho", "tiny")
+    assert setup.dictionary is not None and not setup.dictionary.fine_tune  # as released
+    kept = replace(setup, config=replace(setup.config, dictionary=replace(setup.dictionary, fine_tune=True)))
+    path = tmp_path / "soho.safetensors"
+    save_checkpoint(path, {"x": torch.zeros(1)}, {"model": "soho", "model_config": kept.to_dict()})
+    assert not resolve_setup(ModelRequest("soho", init=path)).dictionary.fine_tune
+    assert resolve_setup(ModelRequest("soho", init=path, options={"keep_dictionary": True})).dictionary.fine_tune
+    old = kept.to_dict()
+    del old["dictionary"]["fine_tune"]  # a checkpoint fine-tuned before the option: with the dictionary
+    assert DictionaryConfig.from_dict(old["dictionary"]).fine_tune
+    with pytest.raises(Error, match="--keep-dictionary applies only to --model soho"):
+        resolve_setup(ModelRequest("pixelbert", options={"keep_dictionary": True}))
 
 
 def test_dictionary_config_checks() -> None:

@@ -110,6 +110,9 @@ def _meanings(record: dict) -> list[str]:
                    "spec, or the embedded world's scenes for NLVR2).")
 @click.option("--boxes", type=click.Choice(["detector", "gt"]), default=None,
               help="region: the detector's top boxes (default) or the annotated boxes (oracle upper bound).")
+@click.option("--keep-dictionary", is_flag=True, default=None,
+              help="soho: keep the visual dictionary at fine-tuning (default: bypass it, as SOHO's released "
+                   "fine-tuning does; pre-training always uses it).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 @threads_option
@@ -124,7 +127,7 @@ def _meanings(record: dict) -> list[str]:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, head_lr_mult, cnn_optimizer,
         grad_accum, hard_negatives, itc, init, pretraining, text_init, text_init_layers, cnn_init, detector,
-        detector_data, boxes, limit, device,
+        detector_data, boxes, keep_dictionary, limit, device,
         precision, resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
 
@@ -148,6 +151,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
             text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
             precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
             detector=detector, detector_data=detector_data, boxes=boxes, resume=resume, pretraining=pretraining,
+            keep_dictionary=keep_dictionary or None,
         ))
         which = f"{model} on {task}" + (f" (seed {this_seed})" if seeds is not None else "")
         if not distributed.is_main():

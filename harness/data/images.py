@@ -96,8 +96,10 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image.copy()
 
 
-def _decode(path: Path, draft: bool = False) -> tuple[Image.Image, tuple[int, int]]:
-    """(RGB image, size in the file) under the rules above; ``draft`` lets JPEGs decode at 1/8 scale."""
+def _decode(path: Path, at_least: tuple[int, int] | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """(RGB image, size in the file) under the rules above. ``at_least``: the caller only needs this many pixels
+    per side, so a JPEG may decode at a reduced DCT scale (1/2, 1/4, 1/8) whose result is still at least that
+    large (libjpeg's scaling: several times faster, and it still reads every scan, so truncation still fails)."""
     data = read_untrusted(path, MAX_IMAGE_FILE_BYTES, what="image")
     try:
         with Image.open(io.BytesIO(data)) as image:
@@ -107,8 +109,8 @@ def _decode(path: Path, draft: bool = False) -> tuple[Image.Image, tuple[int, in
         if size[0] <= 0 or size[1] <= 0:
             raise DataError(f"{path}: image has an empty size {size}")
         with Image.open(io.BytesIO(data)) as image:
-            if draft and fmt == "JPEG":
-                image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            if at_least is not None and fmt == "JPEG":
+                image.draft(image.mode, at_least)
             image.load()  # decode now, inside the try, so truncation is reported here with the file name
             if fmt == "PNG":
                 problem = png_pixel_data_problem(data)
@@ -119,9 +121,10 @@ def _decode(path: Path, draft: bool = False) -> tuple[Image.Image, tuple[int, in
         raise _describe(path, exc) from None
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode ``path`` fully and return an RGB image (alpha dropped, as ``convert("RGB")`` does)."""
-    return _decode(Path(path))[0]
+def load_image(path: str | Path, at_least: tuple[int, int] | None = None) -> Image.Image:
+    """Decode ``path`` and return an RGB image (alpha dropped, as ``convert("RGB")`` does): full size, or with
+    ``at_least`` (width, height) a JPEG may come back smaller than its file, but never below that."""
+    return _decode(Path(path), at_least)[0]
 
 
 def probe_image(path: str | Path) -> tuple[int, int]:
@@ -131,4 +134,4 @@ def probe_image(path: str | Path) -> tuple[int, int]:
     JPEGs decode in draft mode at 1/8 scale (DCT scaling: cheap, but it reads every scan, so a truncated file
     still fails).
     """
-    return _decode(Path(path), draft=True)[1]
+    return _decode(Path(path), at_least=(1, 1))[1]

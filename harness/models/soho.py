@@ -16,7 +16,7 @@ from pixelbert.soho.encoder import SohoEncoder
 class Soho(ModelRecipe):
     description = "SOHO: CNN pixel features mapped through a moving-average visual dictionary"
     capabilities = Capabilities(token_sampling=True, visual_dictionary=True,
-                                options={"dictionary_size": "visual dictionary"})
+                                options={"dictionary_size": "visual dictionary", "keep_dictionary": "visual dictionary"})
     report_order = 10
     colour = "#2ca02c"
 
@@ -27,10 +27,16 @@ class Soho(ModelRecipe):
         return replace(config, dictionary=dictionary, visual=replace(config.visual, position_embedding=True))
 
     def apply_options(self, setup: ModelSetup, options: dict[str, Any]) -> ModelSetup:
-        size = options.get("dictionary_size")
-        if size is None or setup.dictionary is None:
+        if setup.dictionary is None:
             return setup
-        return replace(setup, config=replace(setup.config, dictionary=replace(setup.dictionary, size=size)))
+        changes: dict[str, Any] = {}
+        if options.get("dictionary_size") is not None:
+            changes["size"] = options["dictionary_size"]
+        if options.get("keep_dictionary"):
+            changes["fine_tune"] = True
+        if not changes:
+            return setup
+        return replace(setup, config=replace(setup.config, dictionary=replace(setup.dictionary, **changes)))
 
     def visual_encoder(self, config: ModelConfig) -> SohoEncoder:
         t = config.transformer

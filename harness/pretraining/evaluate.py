@@ -146,8 +146,10 @@ def evaluate_pretraining_checkpoint(checkpoint: Path, data: Path, *, limit: int 
     if differ:
         raise VlbenchError(f"{checkpoint}: pre-training heads do not fit (e.g. {sorted(differ)[0]})")
     heads.load_state_dict(own, strict=False)  # the MLM decoder is the word embedding, loaded with the model
-    if recipe(setup.name).capabilities.visual_dictionary and "mvm" in config.objectives:
-        model.visual_encoder.mvm_probability = config.mvm_probability
+    if recipe(setup.name).capabilities.visual_dictionary:
+        model.visual_encoder.use_dictionary = True  # as in pre-training
+        if "mvm" in config.objectives:
+            model.visual_encoder.mvm_probability = config.mvm_probability
     pairs = CaptionPairs(load_spec(data), ImageTensors(setup.visual.image_size),
                          TextBatcher(load_tokenizer(), config.max_text_len), config,
                          vocab_size=setup.transformer.vocab_size, limit=limit)

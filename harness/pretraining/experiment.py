@@ -102,6 +102,7 @@ def _switch_on(model: str, encoder: nn.Module, config: PretrainConfig, pixel_sam
         encoder.pixel_sample = pixel_sample
         encoder.sample_generator = torch.Generator().manual_seed(seed + 1)
     if recipe(model).capabilities.visual_dictionary:
+        encoder.use_dictionary = True  # pre-training always quantises (fine-tuning may bypass the dictionary)
         encoder.dictionary.generator = torch.Generator().manual_seed(seed + 2)
         if "mvm" in config.objectives:
             encoder.mvm_probability = config.mvm_probability
@@ -115,6 +116,7 @@ def _switch_off(model: str, encoder: nn.Module, pixel_sample: int | None) -> Non
         encoder.pixel_sample = pixel_sample
     if capabilities.visual_dictionary:
         encoder.mvm_probability = None
+        encoder.use_dictionary = encoder.fine_tune_dictionary
 
 
 def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
@@ -135,7 +137,8 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
 
         generator = seed_everything(options.seed)
         tokenizer = load_tokenizer()
-        data = CaptionPairs(spec, ImageTensors(setup.visual.image_size), TextBatcher(tokenizer, config.max_text_len),
+        data = CaptionPairs(spec, ImageTensors(setup.visual.image_size, processes=1 + config.num_workers),
+                            TextBatcher(tokenizer, config.max_text_len),
                             config, vocab_size=setup.transformer.vocab_size, limit=options.limit)
         splits = ["train", "val"]
         data_record: dict[str, Any] = {"spec": str(spec.path), "name": spec.name, "task": spec.task, "splits": {}}

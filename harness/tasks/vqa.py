@@ -77,7 +77,8 @@ class VqaTask(Task):
         train = self.examples("train")
         if any(e.answers is None for e in train):
             raise VlbenchError(f"{self.spec.path}: the train split has no annotations")
-        self.restore_state({"answers": build_answer_vocab(train, min_count=self.config.answer_min_count)})
+        sources = [e for split in self.config.answer_vocab_splits for e in self.examples(split)]
+        self.restore_state({"answers": build_answer_vocab(sources, min_count=self.config.answer_min_count)})
         self._targets = worker_shared([soft_target(e.answers, self.answer_index) for e in train], "train",
                                       self.config.num_workers)
 

@@ -142,7 +142,8 @@ def train(
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
     optimizers = build_optimizers({"model": model, "head": head}, cnn, config)
-    schedulers = [warmup_linear_decay(opt, total_steps, config.warmup_ratio) for opt in optimizers]
+    schedulers = [warmup_linear_decay(opt, total_steps, config.warmup_ratio, config.lr_decay_epochs, steps_per_epoch)
+                  for opt in optimizers]
     params = [p for group in (model.parameters(), head.parameters()) for p in group if p.requires_grad]
     writes_resume = resume is not None and is_main()
 

@@ -42,15 +42,15 @@ def build_optimizers(
 
     groups = _decay_groups(main, config.lr, config.weight_decay)
     groups += _decay_groups(head, config.lr * config.head_lr_mult, config.weight_decay)
+    cnn_decay = config.weight_decay if config.cnn_weight_decay is None else config.cnn_weight_decay
     optimizers: list[torch.optim.Optimizer] = []
     if cnn_params and config.cnn_optimizer == "sgd":
         optimizers.append(_adamw(groups, config.lr))
         optimizers.append(
-            torch.optim.SGD([p for _, p in cnn_params], lr=config.cnn_lr, momentum=0.9,
-                            weight_decay=config.weight_decay)
+            torch.optim.SGD([p for _, p in cnn_params], lr=config.cnn_lr, momentum=0.9, weight_decay=cnn_decay)
         )
     else:
-        groups += _decay_groups(cnn_params, config.cnn_lr, config.weight_decay)
+        groups += _decay_groups(cnn_params, config.cnn_lr, cnn_decay)
         optimizers.append(_adamw(groups, config.lr))
     return optimizers
 
@@ -64,13 +64,18 @@ def _adamw(groups: list[dict], lr: float) -> torch.optim.Optimizer:
         return torch.optim.AdamW(groups, lr=lr)
 
 
-def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float):
-    """Linear warm-up to each group's learning rate, then linear decay to zero at ``total_steps``."""
+def warmup_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float,
+                        decay_epochs: tuple[int, ...] = (), steps_per_epoch: int = 1):
+    """Linear warm-up to each group's learning rate, then linear decay to zero at ``total_steps``; or, with
+    ``decay_epochs``, a step schedule: the rate divided by 10 from the first step of each listed (1-based) epoch."""
     warmup = max(1, math.ceil(total_steps * warmup_ratio))
+    boundaries = [(epoch - 1) * steps_per_epoch for epoch in decay_epochs]
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if boundaries:
+            return 0.1 ** sum(step >= b for b in boundaries)
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

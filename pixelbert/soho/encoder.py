@@ -5,8 +5,10 @@ images -> CNN -> 2x2 max-pool -> Linear + LayerNorm (h) -> nearest dictionary en
 visual modelling become a learned [MASK] vector -> LayerNorm -> + visual type (+ 2-D position) embedding
 -> dropout -> optional random pixel sampling (pre-training only).
 
-The dictionary stays part of the encoder at fine-tuning (and keeps its moving-average update in training mode);
-masked visual modelling happens only while ``mvm_probability`` is set, which only the pre-training loop does.
+At fine-tuning the dictionary is bypassed, as in the authors' release (its ``SimpleVDforVQA`` neck): tokens are
+h alone, LayerNorm, type (+ position) embedding. ``DictionaryConfig.fine_tune`` keeps it (and its moving-average
+update in training mode). Pre-training sets ``use_dictionary``; masked visual modelling happens only while
+``mvm_probability`` is set, which only the pre-training loop does.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class SohoEncoder(PixelEncoder):
         self.mvm_probability: float | None = None
         """Set by pre-training: the share of images whose cells of one random entry are masked (None = off)."""
         self.mvm_generator: torch.Generator | None = None
+        self.fine_tune_dictionary = dictionary.fine_tune
+        self.use_dictionary = dictionary.fine_tune
+        """Look tokens up in the dictionary: always in pre-training (set there), at fine-tuning as configured."""
 
     def forward(self, images: Tensor) -> VisualTokens:
         features = self.feature_map(images)
@@ -40,10 +45,14 @@ class SohoEncoder(PixelEncoder):
         flat = features.flatten(2).transpose(1, 2)  # [B, N, C], raster order
         p = self.projection
         h = p.norm(p.proj(flat))
+        mask = torch.ones(batch, rows * cols, dtype=torch.bool, device=images.device)
+        if not self.use_dictionary:
+            x = self.output_norm(h) + p.type_embedding
+            extra = self._position_embedding(rows, cols, images.device)
+            return self.sample_tokens(VisualTokens.grid(p.dropout(x if extra is None else x + extra)))
         quantized, codes = self.dictionary(h.reshape(-1, h.shape[-1]))
         codes = codes.view(batch, rows * cols)
         x = h + self.dictionary_projection(quantized.view_as(h))
-        mask = torch.ones(batch, rows * cols, dtype=torch.bool, device=images.device)
         masked = None
         if self.mvm_probability:
             masked = mvm_mask(codes, mask, self.mvm_probability, self.mvm_generator)
