@@ -55,6 +55,21 @@ def test_made_once_then_reused(world: Path, tmp_path: Path, small_pretraining: l
     assert [p.name for p in (tmp_path / "pretrained").iterdir() if p.name.startswith(".") and "new" in p.name] == []
 
 
+def test_a_model_config_change_is_another_entry(world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The region selection changes the features pre-training sees: a checkpoint made under the old selection
+    must not be served to runs under the new one (the key once named only model, preset and options)."""
+    from dataclasses import replace
+
+    import harness.models.region as region_recipe
+
+    request = WorldPretraining(model="region", preset="tiny", world=world, precision="fp32", progress=False)
+    assert request.identity()["model_config"]["region"]["selection"] == "bottom_up"
+    before = request.key()
+    preset = region_recipe.region_preset
+    monkeypatch.setattr(region_recipe, "region_preset", lambda config: replace(preset(config), selection="regressed"))
+    assert request.key() != before
+
+
 def test_interrupted_pretraining_leaves_no_entry(world: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(options):

@@ -63,8 +63,14 @@ class WorldPretraining:
         info = json.loads((self.world / "WORLD.json").read_text(encoding="utf-8"))
         options = {k: (_file_identity(v) if isinstance(v, Path) else v)
                    for k, v in sorted((self.options or {}).items()) if v is not None}
+        # The model's preset config: anything that changes what pre-training sees (the region selection, the
+        # dictionary) must make another checkpoint, never reuse one made under other settings.
+        from harness.models import model_setup
+
+        config = model_setup(self.model, self.preset).config.to_dict()
         # Pixel sampling is off: the tiny world's images have 16 cells, and the measured protocol kept all.
-        return {"model": self.model, "preset": self.preset, "objectives": list(world_objectives(self.model)),
+        return {"model": self.model, "preset": self.preset, "model_config": config,
+                "objectives": list(world_objectives(self.model)),
                 "epochs": PRETRAIN_PRESETS[self.preset].epochs, "precision": self.precision, "options": options,
                 "world": {k: info.get(k) for k in ("generator_version", "seed", "size")}}
 
