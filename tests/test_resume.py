@@ -22,10 +22,17 @@ ARGS = ["--model", "pixelbert", "--task", "vqa", "--limit", "256", "--epochs", "
         "--checkpoint-every", "3", "--no-progress"]
 
 
+def _default_sigint() -> None:
+    # A job started in the background by a non-interactive shell (as CI may start the tests) inherits SIGINT as
+    # ignored, and Python then installs no KeyboardInterrupt handler: Ctrl-C would never reach the run.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def vlbench(*args: str | Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "harness", *[str(a) for a in args]], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=_default_sigint)
 
 
 @pytest.fixture(scope="module")
