@@ -212,21 +212,31 @@ class RegionConfig:
         return cls(**_from_dict(cls, {"selection": "regressed", **data}, "region"))
 
 
+DICTIONARY_SCHEDULES = ("constant", "annealed")
+MVM_HEADS = ("dictionary", "classifier")
+"""How SOHO's MVM scores a masked cell (pixelbert/soho/mvm.py)."""
+
+
 @dataclass(frozen=True)
 class DictionaryConfig:
     """SOHO's visual dictionary: a codebook of ``size`` entries updated by moving average (not by gradients).
 
-    The update momentum is annealed in pre-training: ``min(momentum_start * epoch, momentum)`` (epoch counted from
-    1), so the randomly initialised entries first move quickly towards the features, then settle at ``momentum``;
-    outside pre-training the full ``momentum`` applies. This schedule is vlbench's: researchmm/soho defines a
-    similar one (``set_decay_updates``) but never calls it, so the released pre-training runs at its config's
-    constant decay of 0.4 (docs/fidelity.md).
+    Momentum (the moving average's decay), as released by default: researchmm/soho runs its dictionary at the
+    constant decay of its pre-training config (``decay=0.4``); its ``set_decay_updates`` schedule
+    (``min(decay * n, max_decay)``) is defined but never called. ``schedule="annealed"`` is that schedule per
+    pre-training epoch, ``min(momentum_start * epoch, momentum)`` (epoch counted from 1), which vlbench used
+    before (with ``momentum=0.99``): randomly initialised entries first move quickly, then settle.
+    Outside pre-training (``run --keep-dictionary``) ``momentum`` applies.
     """
 
     size: int = 2048
     """Number of entries (the paper uses 2048)."""
-    momentum: float = 0.99
+    momentum: float = 0.4
+    """The constant decay (``schedule="constant"``), or the cap of the annealed schedule."""
     momentum_start: float = 0.1
+    """Annealed schedule only: the momentum of epoch 1, growing by as much each epoch."""
+    schedule: str = "constant"
+    """``constant`` (as released) or ``annealed``."""
     dead_after: int = 100
     """Dead-entry guard: an entry no feature was mapped to for this many consecutive updates is re-seeded from a
     random current feature, so the dictionary cannot collapse onto a few entries."""
@@ -238,14 +248,21 @@ class DictionaryConfig:
     def __post_init__(self) -> None:
         if self.size < 2:
             raise VlbenchError(f"dictionary size must be at least 2, got {self.size}")
-        if not (0.0 <= self.momentum_start <= self.momentum < 1.0):
-            raise VlbenchError(f"dictionary momentum needs 0 <= momentum_start <= momentum < 1, got "
+        if self.schedule not in DICTIONARY_SCHEDULES:
+            raise VlbenchError(f"dictionary schedule must be one of {', '.join(DICTIONARY_SCHEDULES)}, "
+                               f"got {self.schedule!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise VlbenchError(f"dictionary momentum must be in [0, 1), got {self.momentum}")
+        if self.schedule == "annealed" and not 0.0 <= self.momentum_start <= self.momentum:
+            raise VlbenchError(f"the annealed dictionary momentum needs 0 <= momentum_start <= momentum, got "
                                f"{self.momentum_start} and {self.momentum}")
         if self.dead_after < 1:
             raise VlbenchError(f"dictionary dead_after must be >= 1, got {self.dead_after}")
 
     def momentum_at(self, epoch: int) -> float:
         """The moving-average momentum in pre-training epoch ``epoch`` (1-based)."""
+        if self.schedule == "constant":
+            return self.momentum
         return min(self.momentum_start * max(epoch, 1), self.momentum)
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,8 +270,9 @@ class DictionaryConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DictionaryConfig:
-        # Checkpoints from before ``fine_tune`` existed were fine-tuned with the dictionary.
-        return cls(**_from_dict(cls, {"fine_tune": True, **data}, "dictionary"))
+        # Checkpoints from before ``fine_tune`` existed were fine-tuned with the dictionary; those from before
+        # ``schedule`` existed annealed the momentum (0.1 per epoch up to their stored 0.99).
+        return cls(**_from_dict(cls, {"fine_tune": True, "schedule": "annealed", **data}, "dictionary"))
 
 
 @dataclass(frozen=True)

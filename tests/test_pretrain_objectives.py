@@ -189,3 +189,37 @@ def test_swap_negatives_replace_the_share_of_itm_negatives_asked_for(world) -> N
             assert any(sum(a != b for a, b in zip(c.split(), text.texts[row].split())) == 1 for c in own)
             swapped += 1
     assert swapped > 10
+
+
+def test_mvm_scores_against_the_dictionary_entries_as_released() -> None:
+    # researchmm/soho: logits = normalize(fused output) @ normalize(embed.data).T, cross-entropy on the code.
+    from pixelbert.soho.mvm import mvm_loss
+
+    generator = torch.Generator().manual_seed(0)
+    entries = torch.randn(5, 4, generator=generator, requires_grad=True)
+    hidden = torch.randn(2, 3, 4, generator=generator, requires_grad=True)
+    codes = torch.tensor([[0, 4, 2], [1, 1, 3]])
+    masked = torch.tensor([[True, False, True], [False, True, False]])
+    out = mvm_loss(None, hidden, codes, masked, entries)
+    chosen = hidden[masked]
+    logits = torch.stack([torch.stack([torch.dot(h, e) / (h.norm() * e.norm()) for e in entries]) for h in chosen])
+    expected = torch.nn.functional.cross_entropy(logits, codes[masked])
+    assert torch.allclose(out.loss, expected, atol=1e-6)
+    assert out.count == 3 and out.correct == int((logits.argmax(1) == codes[masked]).sum())
+    out.loss.backward()
+    assert hidden.grad is not None and hidden.grad.abs().sum() > 0
+    assert entries.grad is None, "the entries move by moving average only, never by MVM's gradient"
+
+
+def test_pretraining_heads_have_no_mvm_parameters_when_scoring_the_dictionary() -> None:
+    from harness.assembly import ModelRequest, assemble, resolve_setup
+    from harness.runtime import Runtime
+    from pixelbert.pretraining.heads import PretrainingHeads
+
+    setup = resolve_setup(ModelRequest("soho", "tiny"))
+    model = assemble(setup, Runtime.start("cpu", join=False)).model
+    released = PretrainingHeads(model, ("mlm", "itm", "mvm"), setup.dictionary.size)
+    classifier = PretrainingHeads(model, ("mlm", "itm", "mvm"), setup.dictionary.size, "classifier")
+    assert released.use_mvm and released.mvm is None
+    assert not any(k.startswith("mvm.") for k in released.own_state_dict())
+    assert any(k.startswith("mvm.") for k in classifier.own_state_dict())

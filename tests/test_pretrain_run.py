@@ -112,10 +112,13 @@ def test_soho_pretrains_with_mvm_and_fine_tunes(world: Path, soho_pretrained: Pa
     assert val["mvm_predictions"] > 0 and 0 <= val["mvm_accuracy"] <= 100
     assert 1 <= val["dictionary_in_use"] <= 32 and 1.0 <= val["dictionary_perplexity"] <= 32
     assert record["config"]["model"]["dictionary"]["size"] == 32
-    assert record["train"]["history"][0]["dictionary_momentum"] == pytest.approx(0.1)
+    # As released: constant momentum 0.4, MVM scored against the entries (no MVM parameters saved).
+    assert record["train"]["history"][0]["dictionary_momentum"] == pytest.approx(0.4)
+    assert record["config"]["model"]["dictionary"]["schedule"] == "constant"
+    assert record["config"]["pretrain"]["mvm_head"] == "dictionary"
     with safe_open(str(soho_pretrained / "checkpoint.safetensors"), framework="pt") as handle:
         assert handle.get_slice("model.visual_encoder.dictionary.embed").get_shape() == [32, 256]
-        assert handle.get_slice("pretrain.mvm.decoder.weight").get_shape() == [32, 256]
+        assert not any(key.startswith("pretrain.mvm.") for key in handle.keys())
     # --dictionary-size 32 differs from the tiny preset's 256: run --init takes the checkpoint's shape.
     code, output = invoke("run", "--model", "soho", "--task", "nlvr2", "--data", world / "nlvr2.yaml",
                           "--init", soho_pretrained / "checkpoint.safetensors", "--run-dir", tmp_path / "ft",
@@ -123,6 +126,20 @@ def test_soho_pretrains_with_mvm_and_fine_tunes(world: Path, soho_pretrained: Pa
     assert code == 0, output
     ft = json.loads((tmp_path / "ft" / "run.json").read_text())
     assert ft["config"]["model"]["dictionary"]["size"] == 32
+
+
+def test_soho_earlier_recipe_stays_selectable(world: Path, tmp_path: Path) -> None:
+    # The learned MVM classifier and the annealed momentum (vlbench's recipe before following the release).
+    out = tmp_path / "old"
+    pretrain(world, out, "soho", "--objectives", "mlm,itm,mvm", "--epochs", 2, "--dictionary-size", 32,
+             "--batch-size", 16, "--limit", 16, "--mvm-head", "classifier", "--dictionary-schedule", "annealed",
+             "--dictionary-momentum", 0.99)
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["pretrain"]["mvm_head"] == "classifier"
+    assert record["config"]["model"]["dictionary"]["schedule"] == "annealed"
+    assert [e["dictionary_momentum"] for e in record["train"]["history"]] == pytest.approx([0.1, 0.2])
+    with safe_open(str(out / "checkpoint.safetensors"), framework="pt") as handle:
+        assert handle.get_slice("pretrain.mvm.decoder.weight").get_shape() == [32, 256]
 
 
 @pytest.mark.parametrize("args, message", [

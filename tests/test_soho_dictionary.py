@@ -35,12 +35,28 @@ def test_lookup_is_nearest_entry_with_straight_through_gradient() -> None:
     assert torch.equal(x.grad, weights), "gradient passes to the feature unchanged"
 
 
+def test_momentum_is_constant_by_default_as_released() -> None:
+    # researchmm/soho never calls set_decay_updates: its EMA runs at the config's constant decay 0.4.
+    config = DictionaryConfig()
+    assert (config.schedule, config.momentum) == ("constant", 0.4)
+    vd = VisualDictionary(config, 3)
+    for epoch in (1, 3, 50):
+        vd.set_epoch(epoch)
+        assert vd.momentum == 0.4
+
+
+def test_old_dictionary_configs_keep_their_annealed_schedule() -> None:
+    old = {k: v for k, v in DictionaryConfig(momentum=0.99).to_dict().items() if k != "schedule"}
+    assert DictionaryConfig.from_dict(old).schedule == "annealed"
+    assert DictionaryConfig.from_dict(DictionaryConfig().to_dict()).schedule == "constant"
+
+
 def test_moving_average_update_and_schedule() -> None:
-    vd = _dictionary(momentum=0.99, momentum_start=0.1)
+    vd = _dictionary(momentum=0.99, momentum_start=0.1, schedule="annealed")
     vd.set_epoch(3)
     assert vd.momentum == pytest.approx(0.3)
     vd.set_epoch(50)
-    assert vd.momentum == pytest.approx(0.99), "capped at the paper's gamma"
+    assert vd.momentum == pytest.approx(0.99), "capped"
     vd.momentum = 0.5
     vd.cluster_size.fill_(2.0)
     vd.embed_sum.copy_(vd.embed * 2.0)
@@ -234,3 +250,7 @@ def test_dictionary_config_checks() -> None:
         DictionaryConfig(size=1)
     with pytest.raises(VlbenchError):
         DictionaryConfig(momentum=1.0)
+    with pytest.raises(VlbenchError):
+        DictionaryConfig(schedule="cosine")
+    with pytest.raises(VlbenchError):
+        DictionaryConfig(schedule="annealed", momentum=0.3, momentum_start=0.5)

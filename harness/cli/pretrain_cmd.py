@@ -44,6 +44,15 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--cnn-lr", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Learning rate of the CNN.")
 @click.option("--dictionary-size", type=click.IntRange(min=2), default=None,
               help="SOHO: visual dictionary entries (paper: 2048; tiny preset: 256).")
+@click.option("--dictionary-momentum", type=FiniteFloatRange(min=0, max=1, max_open=True), default=None,
+              help="SOHO: the dictionary's moving-average decay (default 0.4, the release's constant; with "
+                   "--dictionary-schedule annealed, its cap).")
+@click.option("--dictionary-schedule", type=click.Choice(["constant", "annealed"]), default=None,
+              help="SOHO: constant momentum (default, as released) or annealed: min(0.1 x epoch, momentum), the "
+                   "release's unused set_decay_updates per epoch.")
+@click.option("--mvm-head", type=click.Choice(["dictionary", "classifier"]), default=None,
+              help="SOHO: score masked cells by cosine similarity to the dictionary's entries (default, as "
+                   "released) or with a learned classifier over entry indices.")
 @click.option("--mvm-probability", type=FiniteFloatRange(min=0, max=1, min_open=True), default=None,
               help="SOHO: share of images whose cells of one random dictionary entry are masked.")
 @click.option("--itm-swap-negatives", type=FiniteFloatRange(min=0, max=1), default=None,
@@ -64,7 +73,7 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, eval_batch_size, lr,
-             cnn_lr, detector, dictionary_size, mvm_probability, itm_swap_negatives, text_init, text_init_layers,
+             cnn_lr, detector, dictionary_size, dictionary_momentum, dictionary_schedule, mvm_head, mvm_probability, itm_swap_negatives, text_init, text_init_layers,
              cnn_init, limit, device, precision, resume, overwrite, no_progress) -> None:
     """Pre-train MODEL on image-caption pairs with MLM / ITM (/ MVM), then fine-tune with `vlbench run --init`.
 
@@ -85,10 +94,11 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
     overrides = {"objectives": parse_objectives(objectives) if objectives is not None else None,
                  "pixel_sample": pixel_sample, "epochs": epochs, "batch_size": batch_size,
                  "eval_batch_size": eval_batch_size, "lr": lr,
-                 "cnn_lr": cnn_lr, "mvm_probability": mvm_probability,
+                 "cnn_lr": cnn_lr, "mvm_probability": mvm_probability, "mvm_head": mvm_head,
                  "itm_swap_negatives": itm_swap_negatives}
     record = run_pretraining(PretrainOptions(
         model=model, run_dir=run_dir, data=data, preset=preset, seed=seed, dictionary_size=dictionary_size,
+        dictionary_momentum=dictionary_momentum, dictionary_schedule=dictionary_schedule,
         text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, detector=detector, device=device,
         precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, overrides=overrides,
         resume=resume,

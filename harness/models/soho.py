@@ -16,7 +16,9 @@ from pixelbert.soho.encoder import SohoEncoder
 class Soho(ModelRecipe):
     description = "SOHO: CNN pixel features mapped through a moving-average visual dictionary"
     capabilities = Capabilities(token_sampling=True, visual_dictionary=True,
-                                options={"dictionary_size": "visual dictionary", "keep_dictionary": "visual dictionary"})
+                                options={"dictionary_size": "visual dictionary", "dictionary_momentum": "visual dictionary",
+                                             "dictionary_schedule": "visual dictionary",
+                                             "keep_dictionary": "visual dictionary"})
     report_order = 10
     colour = "#2ca02c"
 
@@ -32,6 +34,10 @@ class Soho(ModelRecipe):
         changes: dict[str, Any] = {}
         if options.get("dictionary_size") is not None:
             changes["size"] = options["dictionary_size"]
+        if options.get("dictionary_momentum") is not None:
+            changes["momentum"] = options["dictionary_momentum"]
+        if options.get("dictionary_schedule") is not None:
+            changes["schedule"] = options["dictionary_schedule"]
         if options.get("keep_dictionary"):
             changes["fine_tune"] = True
         if not changes:

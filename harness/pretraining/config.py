@@ -7,8 +7,10 @@ from typing import Any
 
 from harness.errors import VlbenchError
 from harness.training.config import ReadableConfig, TrainConfig
+from pixelbert.config import MVM_HEADS
 
 OBJECTIVES = ("mlm", "itm", "mvm")
+
 
 
 def parse_objectives(text: str) -> tuple[str, ...]:
@@ -56,6 +58,10 @@ class PretrainConfig(ReadableConfig):
     after res5 and 2x2 pooling; the same share of the tiny world's 16 cells is 6."""
     mvm_probability: float = 0.5
     """Share of images in which SOHO's MVM masks the cells of one random dictionary entry."""
+    mvm_head: str = "dictionary"
+    """How MVM predicts the masked entry: ``dictionary`` (as released: cosine similarity of the fused output to
+    every entry, no parameters) or ``classifier`` (a learned head over the entry indices; vlbench's earlier
+    recipe). ``pixelbert/soho/mvm.py``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "objectives", tuple(self.objectives))
@@ -73,6 +79,8 @@ class PretrainConfig(ReadableConfig):
             raise VlbenchError(f"itm_swap_negatives must be in [0, 1], got {self.itm_swap_negatives}")
         if not 0.0 < self.itm_negative_ratio < 1.0:
             raise VlbenchError(f"itm_negative_ratio must be in (0, 1), got {self.itm_negative_ratio}")
+        if self.mvm_head not in MVM_HEADS:
+            raise VlbenchError(f"mvm_head must be one of {', '.join(MVM_HEADS)}, got {self.mvm_head!r}")
         if self.pixel_sample is not None and self.pixel_sample < 0:
             raise VlbenchError(f"pixel sample must be >= 0 (0 = off), got {self.pixel_sample}")
 
@@ -80,6 +88,11 @@ class PretrainConfig(ReadableConfig):
         """The shared optimiser / schedule settings, as the fine-tuning code takes them."""
         shared = {f.name for f in fields(TrainConfig)} & {f.name for f in fields(self)}
         return TrainConfig(**{name: getattr(self, name) for name in shared})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PretrainConfig:
+        # Pre-trainings recorded before ``mvm_head`` existed used the learned classifier.
+        return super().from_dict({"mvm_head": "classifier", **data})
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

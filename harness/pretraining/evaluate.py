@@ -140,7 +140,8 @@ def evaluate_pretraining_checkpoint(checkpoint: Path, data: Path, *, limit: int 
     setup = ModelSetup.from_dict(meta["model_config"])
     config = PretrainConfig.from_dict(meta["pretrain_config"])
     model = assemble(setup, runtime, load=lambda m: load_strict(m, part(state, "model"), checkpoint, "model")).model
-    heads = PretrainingHeads(model, config.objectives, setup.dictionary.size if setup.dictionary else None)
+    heads = PretrainingHeads(model, config.objectives, setup.dictionary.size if setup.dictionary else None,
+                             config.mvm_head)
     own = part(state, "pretrain")
     differ = set(heads.own_state_dict()) ^ set(own)
     if differ:

@@ -50,6 +50,8 @@ class PretrainOptions:
     preset: str = "tiny"
     seed: int = 0
     dictionary_size: int | None = None
+    dictionary_momentum: float | None = None
+    dictionary_schedule: str | None = None
     text_init: Path | None = None
     text_init_layers: int | None = None
     cnn_init: Path | None = None
@@ -128,7 +130,9 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
     with run_directory(options.run_dir, options.overwrite, options.resume):  # before any slow work: fail fast
         request = ModelRequest(options.model, options.preset, text_init=options.text_init,
                                text_init_layers=options.text_init_layers, cnn_init=options.cnn_init,
-                               options={"detector": options.detector, "dictionary_size": options.dictionary_size})
+                               options={"detector": options.detector, "dictionary_size": options.dictionary_size,
+                                        "dictionary_momentum": options.dictionary_momentum,
+                                        "dictionary_schedule": options.dictionary_schedule})
         setup = resolve_setup(request)
         _check_objectives(config, options.model)
         data_source = open_data(options.data, "captions", options.progress)
@@ -155,7 +159,7 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
         pixel_sample = resolve_pixel_sample(options.model, model.visual_encoder, config, setup.visual.image_size)
         _switch_on(options.model, model.visual_encoder, config, pixel_sample, options.seed)
         heads = PretrainingHeads(model, config.objectives,
-                                 setup.dictionary.size if setup.dictionary is not None else None)
+                                 setup.dictionary.size if setup.dictionary is not None else None, config.mvm_head)
         heads.to(runtime.device)
 
         checkpoint_path = options.run_dir / CHECKPOINT_NAME

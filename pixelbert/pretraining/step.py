@@ -40,9 +40,11 @@ def pretraining_step(model: nn.Module, heads: PretrainingHeads, batch: dict[str,
         if itm_labels is None:
             raise ValueError("ITM needs itm_labels in the batch")
         results["itm"] = itm_loss(heads.itm, out.pooled, itm_labels)
-    if heads.mvm is not None:
-        if visual.codes is None or visual.masked is None:
+    if heads.use_mvm:
+        dictionary = getattr(getattr(model, "visual_encoder", None), "dictionary", None)
+        if visual.codes is None or visual.masked is None or dictionary is None:
             raise ValueError("MVM needs a visual encoder with a visual dictionary and MVM masking switched on")
         masked = visual.masked & matched[:, None] & visual.mask
-        results["mvm"] = mvm_loss(heads.mvm, out.sequence[:, out.text_length:], visual.codes, masked)
+        results["mvm"] = mvm_loss(heads.mvm, out.sequence[:, out.text_length:], visual.codes, masked,
+                                  dictionary.embed)
     return results, visual
