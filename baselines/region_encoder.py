@@ -7,6 +7,9 @@ Tasks hand every encoder image tensors, not ids. The encoder therefore looks eac
 pixels in the attached feature cache (filled before training, keyed by image id, see ``region_setup``); an
 image that is not in the cache is run through the detector there and then. Both paths give the same tokens
 so the cache only saves time and never changes results.
+
+With imported features (``RegionConfig.features == "imported"``, ``run --features CACHE``) there is no
+detector: every image must be in the attached cache, and one that is not is an error.
 """
 
 from __future__ import annotations
@@ -34,13 +37,17 @@ class RegionEncoder(VisualEncoder):
     def __init__(self, config: ModelConfig, hidden_size: int, dropout: float = 0.1, layer_norm_eps: float = 1e-12):
         super().__init__(hidden_size)
         region = config.region
-        if region is None or region.num_classes < 1:
-            raise VlbenchError("the region encoder needs a region config with the detector's num_classes "
-                               "(set when the detector is trained or loaded)")
+        if region is None:
+            raise VlbenchError("the region encoder needs a region config")
         self.region = region
-        self.detector = build_detector(config.visual, region, region.num_classes)
-        self.detector.requires_grad_(False)
-        self.detector.eval()
+        self.detector: nn.Module | None = None
+        if region.features == "detector":
+            if region.num_classes < 1:
+                raise VlbenchError("the region encoder needs the detector's num_classes (set when the detector is "
+                                   "trained or loaded)")
+            self.detector = build_detector(config.visual, region, region.num_classes)
+            self.detector.requires_grad_(False)
+            self.detector.eval()
         self.feature_dim = region.representation_size
         self.projection = VisualProjection(self.feature_dim, hidden_size, dropout, layer_norm_eps)
         # UNITER's location embedding: 7-d box geometry -> Linear -> LayerNorm, added to the region feature.
@@ -52,7 +59,8 @@ class RegionEncoder(VisualEncoder):
 
     def train(self, mode: bool = True) -> RegionEncoder:
         super().train(mode)
-        self.detector.eval()  # frozen: BatchNorm statistics and RPN/RoI sampling stay in inference mode
+        if self.detector is not None:
+            self.detector.eval()  # frozen: BatchNorm statistics and RPN/RoI sampling stay in inference mode
         return self
 
     def attach(self, cache: FeatureCache, rows: dict[str, int]) -> None:
@@ -83,6 +91,9 @@ class RegionEncoder(VisualEncoder):
         else:
             missing = list(range(images.shape[0]))
         if missing:
+            if self.detector is None:
+                raise VlbenchError(f"{len(missing)} image(s) are not in the imported region feature cache "
+                                   f"({self._cache.path if self._cache is not None else 'none attached'})")
             if self.region.boxes == "gt":
                 raise VlbenchError(f"{len(missing)} image(s) have no cached annotated boxes; --boxes gt needs "
                                    "every image in the boxes files (NLVR2 images have none)")

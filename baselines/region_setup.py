@@ -283,6 +283,39 @@ def _assemble(cache_dir: Path, stamp: dict[str, Any], old: FeatureCache | None, 
     return cache if cache is not None else open_cache(cache_dir, expect=stamp)
 
 
+def attach_imported(encoder: RegionEncoder, cache_path: Path, paths: list[Path], images: ImageTensors, *,
+                    progress: bool = True, require_all: bool = True) -> dict[str, Any]:
+    """Serve ``paths``' regions from an imported cache (``vlbench features import``), read by image id.
+
+    Every image must be in the cache: the first missing one is a one-line error naming it (``require_all``
+    False, for ``bench``, which uses a few images of a split: the missing ones are left out and would fail only
+    if shown to the model). The encoder sees pixels, not ids, so each image's pixel digest is mapped to its id's
+    row (one decode per image, as when a cache is filled). Returns what run.json records under
+    ``visual_encoder.features``."""
+    cache = open_cache(cache_path, feature_dim=encoder.feature_dim)
+    ids = {p: image_id_of(p) for p in paths}
+    missing = [p for p in paths if ids[p] not in cache]
+    if missing and not require_all:
+        paths = [p for p in paths if ids[p] in cache]
+    elif missing:
+        more = f" (and {len(missing) - 1} more of the run's {len(paths)} images)" if len(missing) > 1 else ""
+        raise VlbenchError(f"{cache_path}: image {missing[0]} (id {ids[missing[0]]}) is not in the imported "
+                           f"features{more}")
+    show = progress and distributed.is_main()
+    mine = [pixel_digest(images.uint8(p).numpy())
+            for p in tqdm(distributed.shard(paths), desc="hash images", disable=not show, leave=False, unit="img")]
+    digests = distributed.gather_concat(mine)
+    encoder.attach(cache, {digest: cache.index[ids[p]] for p, digest in zip(paths, digests, strict=True)})
+    used = [cache.index[ids[p]] for p in dict.fromkeys(paths)]
+    boxes = [int(cache.offsets[i + 1] - cache.offsets[i]) for i in used]
+    stamp = cache.stamp
+    return {"source": stamp.get("source"), "source_hash": stamp.get("source_hash"),
+            "extractor": stamp.get("extractor"), "cache": str(cache_path), "count": len(cache),
+            "feature_dim": cache.feature_dim, "images_used": len(used),
+            "mean_boxes": round(sum(boxes) / max(len(boxes), 1), 2),
+            "images_without_boxes": sum(1 for b in boxes if b == 0)}
+
+
 @torch.no_grad()
 def time_extraction(encoder: RegionEncoder, images: torch.Tensor, repeats: int = 3) -> float:
     """Detector + RoI features, ms per image, timed live (used when every image came from the cache)."""
@@ -299,5 +332,5 @@ def managed_cache_dir(spec: DatasetSpec, stamp: dict[str, Any], root: Path | Non
     return (root or cache_root()) / "region-features" / f"{spec.name}-{where}-{stamp_hash(stamp)}"
 
 
-__all__ = ["DetectorSource", "fill_cache", "image_id_of", "managed_cache_dir", "resolve_detector",
+__all__ = ["DetectorSource", "attach_imported", "fill_cache", "image_id_of", "managed_cache_dir", "resolve_detector",
            "time_extraction", "train_and_save", "pixels_uint8"]

@@ -35,7 +35,7 @@ from harness.checkpoints import read_checkpoint_meta, save_checkpoint
 from harness.data.spec import DatasetSpec
 from harness.errors import VlbenchError
 from harness.fileio import write_json
-from harness.models import ModelSetup, PrepareContext, trainable_cnn
+from harness.models import ModelSetup, PrepareContext, recipe, trainable_cnn
 from harness.records.run_record import build_run_record, write_run_record
 from harness.runtime import Runtime
 from harness.tasks import TASKS
@@ -76,6 +76,8 @@ class RunOptions:
     """Region/grid models: a spec whose train split has COCO boxes to train the detector on."""
     boxes: str | None = None
     """Region model: ``detector`` (default) or ``gt`` (annotated boxes, the oracle upper bound)."""
+    features: Path | None = None
+    """Region model: a cache written by ``vlbench features import``; its regions replace the detector's."""
     keep_dictionary: bool | None = None
     """SOHO: keep the visual dictionary at fine-tuning (None: bypass it, as released)."""
     resume: bool = False
@@ -141,8 +143,11 @@ def _initial_weights(options: RunOptions, world: Path | None,
         if options.pretraining == "world":
             raise VlbenchError("--init and --pretraining world both say where the weights start; give one")
         return options.init, None
-    wanted = options.pretraining == "world" or (
-        options.pretraining == "auto" and world is not None and supported(options.preset))
+    if options.features is not None and options.pretraining == "world":
+        raise VlbenchError("--features covers your images only; the world pre-training needs a detector on the "
+                           "world's scenes: use --pretraining none, or --init a checkpoint")
+    wanted = options.pretraining == "world" or (options.pretraining == "auto" and world is not None
+                                                and supported(options.preset) and options.features is None)
     if not wanted:
         return None, None
     if world is None:
@@ -164,7 +169,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         request = ModelRequest(options.model, options.preset, text_init=options.text_init,
                                text_init_layers=options.text_init_layers, cnn_init=options.cnn_init, init=options.init,
                                options={"detector": options.detector, "detector_data": options.detector_data,
-                                        "boxes": options.boxes, "keep_dictionary": options.keep_dictionary})
+                                        "boxes": options.boxes, "keep_dictionary": options.keep_dictionary,
+                                        "features": options.features})
         setup = resolve_setup(request)
         data = open_data(options.data, options.task, options.progress)
         spec = data.spec
@@ -255,10 +261,11 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
 def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: Path | None = None,
                         splits: tuple[str, ...] | None = None, device_name: str = "auto", overwrite: bool = False,
                         progress: bool = True, limit: int | None = None, rerank: Rerank | None = None,
-                        precision: str = "auto") -> dict[str, Any]:
+                        precision: str = "auto", features: Path | None = None) -> dict[str, Any]:
     """Score a saved checkpoint on a dataset without training; writes the same files as ``run``.
 
-    ``rerank`` (retrieval only): score just the top-k candidates of a first-stage score matrix."""
+    ``rerank`` (retrieval only): score just the top-k candidates of a first-stage score matrix. ``features``:
+    the imported region features a region checkpoint trained on them reads (``run --features``)."""
     meta = read_checkpoint_meta(checkpoint)
     if meta.get("task") != task_name:
         raise VlbenchError(f"{checkpoint}: a {meta.get('task')!r} checkpoint cannot be evaluated on task {task_name!r} "
@@ -280,19 +287,25 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
             task.use_rerank(rerank)
         data_record = _data_record(task, wanted, train_config.max_text_len)
         head = task.build_head(setup.transformer.hidden_size)
-        # Every weight, the detector's included, comes from the checkpoint: no prepare step.
+        # Every weight, the detector's included, comes from the checkpoint: no prepare step; only inputs that
+        # live outside it (imported region features) are attached.
         model = assemble(setup, runtime, load=lambda m: restore(m, head, checkpoint)).model
+        visual_record = recipe(setup.name).attach_inputs(setup, model, PrepareContext(
+            spec=spec, task=task, images=task.images, splits=wanted,
+            options={"features": features} if features is not None else {}, progress=progress))
         head.to(runtime.device)
         metrics, files, eval_record = _evaluate_splits(task, model, head, wanted, run_dir, runtime, progress)
         record = build_run_record(
             kind="eval", model=meta["model"], task=task_name, seed=int(meta.get("seed", 0)),
             config={"checkpoint": str(checkpoint), "model": setup.to_dict(), "train": train_config.to_dict(),
-                    "data": str(spec.path), "limit": limit, **runtime.record()},
+                    "data": str(spec.path), "limit": limit, "features": _str(features), **runtime.record()},
             data=data_record, metrics=metrics,
             train={"steps": 0, "wall_seconds": 0.0, "samples_per_second": None, "checkpoint_epoch": meta.get("epoch"),
                    "checkpoint_fingerprints": meta.get("data_fingerprints")},
             evaluation=eval_record, files=files, device=runtime.device,
         )
+        if visual_record is not None:
+            record["visual_encoder"] = visual_record
         if distributed.is_main():
             write_run_record(run_dir, record)
         return record

@@ -135,6 +135,7 @@ class VisualConfig:
 
 
 REGION_BOXES = ("detector", "gt")
+REGION_FEATURES = ("detector", "imported")
 REGION_SELECTIONS = ("bottom_up", "regressed")
 REGION_BACKENDS = ("torchvision", "detectron2")
 
@@ -151,6 +152,11 @@ class RegionConfig:
     """Object classes of the detector (without background); 0 until a detector is trained or loaded."""
     boxes: str = "detector"
     """``detector``: the detector's top boxes; ``gt``: the annotated boxes (oracle-detector upper bound)."""
+    features: str = "detector"
+    """``detector``: this config's detector makes the regions; ``imported``: boxes and features come from a
+    cache written by ``vlbench features import`` (e.g. bottom-up attention's 2048-d Visual Genome features),
+    read by image id (``run --features CACHE``); no detector is built, and ``representation_size`` is the
+    cache's feature size."""
     backend: str = "torchvision"
     """``torchvision`` Faster R-CNN (default) or ``detectron2`` (optional, only where it is installed)."""
     detector_size: int = 0
@@ -184,6 +190,8 @@ class RegionConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "anchor_sizes", tuple(int(a) for a in self.anchor_sizes))
         object.__setattr__(self, "aspect_ratios", tuple(float(a) for a in self.aspect_ratios))
+        if self.features not in REGION_FEATURES:
+            raise VlbenchError(f"region features must be one of {REGION_FEATURES}, got {self.features!r}")
         if self.boxes not in REGION_BOXES:
             raise VlbenchError(f"region boxes must be one of {REGION_BOXES}, got {self.boxes!r}")
         if self.selection not in REGION_SELECTIONS:

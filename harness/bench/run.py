@@ -33,6 +33,8 @@ class BenchOptions:
     compare: list[str] = field(default_factory=list)
     checkpoint: Path | None = None
     detector: Path | None = None
+    features: Path | None = None
+    """Region: imported features (``vlbench features import``); then no detector cost is measured."""
     text_init: Path | None = None
     text_init_layers: int | None = None
     cnn_init: Path | None = None
@@ -102,6 +104,7 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
                 "overhead_epochs": options.overhead_epochs, "channels_last": channels_last, "compile": options.compile,
                 "inference_mode": True, "checkpoint": None if options.checkpoint is None else str(options.checkpoint),
                 "detector": None if options.detector is None else str(options.detector),
+                "features": None if options.features is None else str(options.features),
                 "interleaved": len(names) > 1, "split": subjects[0].setup["split"]}
     report = build_report(reference=options.model, task=options.task, results=results, device=device,
                           precision=runtime.precision_name, batch_size=options.batch_size, peak=peak, settings=settings)
@@ -113,6 +116,7 @@ def _request(name: str, options: BenchOptions) -> ModelRequest:
     """What ``run`` would be asked for ``name``; ``--detector`` goes to the models that take one (the others in a
     ``--compare`` ignore it)."""
     accepted = recipe(name).capabilities.options
-    given = {"detector": options.detector} if "detector" in accepted else {}
+    given = {k: v for k, v in (("detector", options.detector), ("features", options.features))
+             if k in accepted and v is not None}
     return ModelRequest(name, options.preset, text_init=options.text_init, text_init_layers=options.text_init_layers,
                         cnn_init=options.cnn_init, options=given)

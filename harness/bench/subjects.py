@@ -152,7 +152,10 @@ def build_subject(request: ModelRequest, task_name: str, data: Data, runtime: Ru
     # No feature cache: the region model's detector and RoI pooling run live in every timed call.
     assembled = assemble(setup, runtime, channels_last=channels_last,
                          load=None if checkpoint is None else lambda m: restore(m, head, checkpoint),
-                         context=PrepareContext(spec=spec, task=task, images=task.images, splits=[split],
+                         # train too: the timed training step and overhead run show train images (imported region
+                         # features are attached for both; a detector needs neither).
+                         context=PrepareContext(spec=spec, task=task, images=task.images,
+                                                splits=list(dict.fromkeys(["train", split])),
                                                 options=request.given_options(), progress=progress,
                                                 detector_boxes=data.detector_boxes, feature_cache=False))
     model = assembled.model

@@ -13,6 +13,7 @@ from harness.tasks import TASKS
 from harness.training.config import TRAIN_PRESETS
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+_existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
 def _models(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str]:
@@ -48,6 +49,9 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
                    "weights, except the region model's box count, which its detector decides).")
 @click.option("--detector", type=_existing_file, default=None,
               help="region/grid: detector file. Default: the one `run` would use (cached, or trained on the boxes).")
+@click.option("--features", type=_existing_dir, default=None,
+              help="region: imported features (`vlbench features import` output) instead of a detector; the "
+                   "timings then leave the detector's cost out (bench.json says so).")
 @weight_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
@@ -66,7 +70,7 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the CNN backbone and transformer layers.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, detector, text_init, text_init_layers,
+def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, detector, features, text_init, text_init_layers,
           cnn_init, device, precision, warmup, repeats, train_steps, overhead_steps, overhead_epochs, channels_last,
           compile_, threads, no_progress) -> None:
     """Time MODEL's real pipeline on TASK and write DIR/bench.json.
@@ -84,7 +88,7 @@ def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, d
     check_weight_options(text_init, text_init_layers)
     report = run_bench(BenchOptions(
         model=model, task=task, run_dir=run_dir, data=data, preset=preset, batch_size=batch_size, compare=compare,
-        checkpoint=checkpoint, detector=detector, text_init=text_init, text_init_layers=text_init_layers,
+        checkpoint=checkpoint, detector=detector, features=features, text_init=text_init, text_init_layers=text_init_layers,
         cnn_init=cnn_init, device=device, precision=precision, warmup=warmup, repeats=repeats,
         train_steps=train_steps, overhead_steps=overhead_steps, overhead_epochs=overhead_epochs,
         channels_last=channels_last, compile=compile_, threads=threads, progress=not no_progress))

@@ -110,6 +110,10 @@ def _meanings(record: dict) -> list[str]:
                    "spec, or the embedded world's scenes for NLVR2).")
 @click.option("--boxes", type=click.Choice(["detector", "gt"]), default=None,
               help="region: the detector's top boxes (default) or the annotated boxes (oracle upper bound).")
+@click.option("--features", type=_existing_dir, default=None,
+              help="region: read boxes and features by image id from a cache written by `vlbench features import` "
+                   "(e.g. bottom-up attention's 2048-d Visual Genome features) instead of running a detector; "
+                   "every image of the run must be in it. Implies --pretraining none on the embedded world.")
 @click.option("--keep-dictionary", is_flag=True, default=None,
               help="soho: keep the visual dictionary at fine-tuning (default: bypass it, as SOHO's released "
                    "fine-tuning does; pre-training always uses it).")
@@ -127,7 +131,7 @@ def _meanings(record: dict) -> list[str]:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, head_lr_mult, cnn_optimizer,
         grad_accum, hard_negatives, itc, init, pretraining, text_init, text_init_layers, cnn_init, detector,
-        detector_data, boxes, keep_dictionary, limit, device,
+        detector_data, boxes, features, keep_dictionary, limit, device,
         precision, resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
 
@@ -151,7 +155,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
             text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
             precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
             detector=detector, detector_data=detector_data, boxes=boxes, resume=resume, pretraining=pretraining,
-            keep_dictionary=keep_dictionary or None,
+            keep_dictionary=keep_dictionary or None, features=features,
         ))
         which = f"{model} on {task}" + (f" (seed {this_seed})" if seeds is not None else "")
         if not distributed.is_main():
@@ -192,12 +196,14 @@ def _parse_seeds(text: str) -> list[int]:
                    "with its rerank_k, on splits of more than full_scoring_images images).")
 @click.option("--first-stage", type=_existing_file, default=None,
               help="With --rerank-k: a .npy score matrix [n_images, n_captions] for the split (any model's).")
+@click.option("--features", type=_existing_dir, default=None,
+              help="region checkpoints trained with `run --features`: the imported feature cache to read.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 @threads_option
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage, device, precision,
+def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage, features, device, precision,
           overwrite, no_progress) -> None:
     """Score a saved checkpoint on a dataset without training; writes the same files as `run`."""
     from harness.experiment import evaluate_checkpoint
@@ -214,7 +220,7 @@ def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage,
         rerank = Rerank.itc(rerank_k)
     record = evaluate_checkpoint(checkpoint, task, run_dir, data=data, splits=tuple(splits) or None,
                                  device_name=device, overwrite=overwrite, progress=not no_progress, limit=limit,
-                                 rerank=rerank, precision=precision)
+                                 rerank=rerank, precision=precision, features=features)
     if distributed.is_main():
         click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
         for line in _meanings(record):

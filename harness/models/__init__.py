@@ -106,6 +106,15 @@ class ModelRecipe(ABC):
         """Work before training (the region model trains/loads its detector and fills its cache)."""
         return None
 
+    def attach_inputs(self, setup: ModelSetup, model: VisionLanguageModel,
+                      context: PrepareContext) -> dict[str, Any] | None:
+        """``eval``'s counterpart of :meth:`prepare`: every weight comes from the checkpoint, but inputs that live
+        outside it (the region model's imported features) are attached here. Returns the visual encoder's
+        run.json record, or None."""
+        if context.options.get("features") is not None:
+            raise VlbenchError("--features is for the region model")
+        return None
+
 
 @dataclass(frozen=True)
 class ModelSetup:

@@ -9,6 +9,7 @@ import torch
 
 from baselines.detector import num_classes_of
 from baselines.region_encoder import RegionEncoder
+from harness.errors import VlbenchError
 from harness.models import MODELS, Capabilities, ModelRecipe, ModelSetup, PrepareContext, Prepared
 from pixelbert.config import ModelConfig, RegionConfig
 from pixelbert.model import VisionLanguageModel
@@ -46,7 +47,8 @@ def detector_source(context: PrepareContext) -> Any:
 @MODELS.register("region")
 class Region(ModelRecipe):
     description = "region baseline: frozen Faster R-CNN RoI features of the top boxes + box geometry"
-    capabilities = Capabilities(options={**DETECTOR_OPTIONS, "boxes": "detector boxes"})
+    capabilities = Capabilities(options={**DETECTOR_OPTIONS, "boxes": "detector boxes",
+                                         "features": "imported region features"})
     report_order = 30
     colour = "#d62728"
 
@@ -58,9 +60,19 @@ class Region(ModelRecipe):
         return RegionEncoder(config, t.hidden_size, dropout=t.dropout, layer_norm_eps=t.layer_norm_eps)
 
     def apply_options(self, setup: ModelSetup, options: dict[str, Any]) -> ModelSetup:
+        assert setup.config.region is not None
+        if options.get("features") is not None:
+            from baselines.feature_cache import open_cache
+
+            clash = [f"--{name.replace('_', '-')}" for name in ("boxes", "detector", "detector_data")
+                     if options.get(name) is not None]
+            if clash:
+                raise VlbenchError(f"--features reads imported regions; {', '.join(clash)} is for a detector")
+            cache = open_cache(options["features"])  # a one-line error when it is not a feature cache
+            return with_region(setup, replace(setup.config.region, features="imported", num_classes=0,
+                                              representation_size=cache.feature_dim))
         if options.get("boxes") is None:
             return setup
-        assert setup.config.region is not None
         return with_region(setup, replace(setup.config.region, boxes=options["boxes"]))
 
     def prepare(self, setup: ModelSetup, context: PrepareContext) -> Prepared:
@@ -73,6 +85,8 @@ class Region(ModelRecipe):
         )
 
         assert setup.config.region is not None
+        if setup.config.region.features == "imported":
+            return Prepared(setup, lambda model: imported_features(model, context))
         detector, info = resolve_detector(setup.visual, setup.config.region, context.spec, detector_source(context))
         region = replace(setup.config.region, num_classes=num_classes_of(detector.state_dict()))
         setup = with_region(setup, region)
@@ -96,3 +110,27 @@ class Region(ModelRecipe):
                     "extraction_ms_per_image": ms}
 
         return Prepared(setup, finish)
+
+    def attach_inputs(self, setup: ModelSetup, model: VisionLanguageModel,
+                      context: PrepareContext) -> dict[str, Any] | None:
+        assert setup.config.region is not None
+        if setup.config.region.features != "imported":
+            if context.options.get("features") is not None:
+                raise VlbenchError("--features is for a region model trained on imported features; this one "
+                                   "runs its own detector (its weights are in the checkpoint)")
+            return None  # the detector is in the checkpoint and runs live
+        return imported_features(model, context)
+
+
+def imported_features(model: VisionLanguageModel, context: PrepareContext) -> dict[str, Any]:
+    """Attach ``--features``' cache to the encoder for every image the run uses; the run.json record."""
+    from baselines.region_setup import attach_imported
+
+    cache = context.options.get("features")
+    if cache is None:
+        raise VlbenchError("this region model reads imported features: pass --features CACHE (the cache "
+                           "`vlbench features import` wrote)")
+    paths = list(dict.fromkeys(p for split in context.splits for p in context.task.image_paths(split)))
+    record = attach_imported(model.visual_encoder, cache, paths, context.images,  # type: ignore[arg-type]
+                             progress=context.progress, require_all=context.feature_cache)
+    return {"encoder": "region", "features": record, "detector": None}
