@@ -195,6 +195,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
             spec=spec, task=task, images=images, splits=splits, options=request.given_options(),
             progress=options.progress, seed=options.seed, detector_boxes=data.detector_boxes))
         setup, model = assembled.setup, assembled.model
+        if train_config.freeze_cnn:
+            model.visual_encoder.freeze_cnn()  # type: ignore[operator]
         head = task.build_head(setup.transformer.hidden_size)
         head_init = load_init_head(head, task, init, init_state) if init is not None else None
         head.to(runtime.device)

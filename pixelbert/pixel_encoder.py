@@ -93,9 +93,23 @@ class PixelEncoder(TokenSampling, VisualEncoder):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
+    cnn_frozen = False
+
     @property
-    def cnn(self) -> nn.Module:
-        return self.backbone
+    def cnn(self) -> nn.Module | None:
+        return None if self.cnn_frozen else self.backbone  # frozen: nothing for the CNN optimiser
+
+    def freeze_cnn(self) -> None:
+        """No gradients into the CNN and its BatchNorm statistics kept: it stays in eval mode (see train)."""
+        self.cnn_frozen = True
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> PixelEncoder:
+        super().train(mode)
+        if self.cnn_frozen:
+            self.backbone.eval()
+        return self
 
     def feature_map(self, images: Tensor) -> Tensor:
         """[B, 3, H, W] in [0, 1] -> pooled CNN features [B, C, h, w]."""

@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor, nn
 
+from harness.errors import VlbenchError
+
 
 @dataclass
 class VisualTokens:
@@ -128,6 +130,10 @@ class VisualEncoder(nn.Module):
     @property
     def cnn(self) -> nn.Module | None:
         return None
+
+    def freeze_cnn(self) -> None:
+        """Fine-tune with the CNN fixed (``TrainConfig.freeze_cnn``); only encoders with a trainable CNN can."""
+        raise VlbenchError(f"{type(self).__name__} has no trainable CNN to freeze")
 
     def forward(self, images: Tensor) -> VisualTokens:  # pragma: no cover - abstract
         raise NotImplementedError

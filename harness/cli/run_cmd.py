@@ -91,6 +91,12 @@ def _meanings(record: dict) -> list[str]:
 @click.option("--grad-accum", type=click.IntRange(min=1), default=None, help="Gradient accumulation steps.")
 @click.option("--hard-negatives/--random-negatives", default=None,
               help="Retrieval: hardest of a few sampled negative captions instead of a random one.")
+@click.option("--retrieval-objective", type=click.Choice(["itm", "ranking"]), default=None,
+              help="Retrieval's loss: itm (two-class ITM on a positive, a negative caption and a negative image; "
+                   "tiny default) or ranking (Pixel-BERT's: softmax over the positive and the 5 hardest of 20 "
+                   "negative captions; base default).")
+@click.option("--freeze-cnn", is_flag=True, default=None,
+              help="Fine-tune with the CNN fixed (weights and BatchNorm statistics); pixelbert and soho.")
 @click.option("--itc/--no-itc", default=None,
               help="Retrieval: train the ITC first stage with ITM and re-rank large test splits with it (default "
                    "on); --no-itc: ITM alone, every split scored in full by the cross-encoder (Pixel-BERT).")
@@ -130,7 +136,7 @@ def _meanings(record: dict) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, head_lr_mult, cnn_optimizer,
-        grad_accum, hard_negatives, itc, init, pretraining, text_init, text_init_layers, cnn_init, detector,
+        grad_accum, hard_negatives, retrieval_objective, freeze_cnn, itc, init, pretraining, text_init, text_init_layers, cnn_init, detector,
         detector_data, boxes, features, keep_dictionary, limit, device,
         precision, resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
@@ -143,7 +149,8 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
     check_weight_options(text_init, text_init_layers)
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "cnn_lr": cnn_lr,
                  "head_lr_mult": head_lr_mult, "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum,
-                 "itm_hard_negatives": hard_negatives, "itc": itc, "checkpoint_every": checkpoint_every}
+                 "itm_hard_negatives": hard_negatives, "itc": itc, "checkpoint_every": checkpoint_every,
+                 "retrieval_objective": retrieval_objective, "freeze_cnn": freeze_cnn}
     ctx = click.get_current_context()
     if seeds is not None and ctx.get_parameter_source("seed") != click.core.ParameterSource.DEFAULT:
         raise click.UsageError("give either --seed or --seeds, not both")

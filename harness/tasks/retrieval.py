@@ -2,9 +2,11 @@
 (ITC) first stage for large splits (vlbench's addition, after ALBEF; pixelbert/itc.py).
 
 Training: an epoch visits every image once with one of its captions drawn at random (so an epoch costs
-the same whatever the captions per image); each positive is paired with a negative caption of another
-image and a negative image for the caption; optionally the negative caption is the hardest of a few random candidates
-under the current model. With ``itc`` (on in retrieval's presets) the loss adds the symmetric InfoNCE of the
+the same whatever the captions per image). ``retrieval_objective="itm"``: each positive is paired with a negative
+caption of another image and a negative image for the caption, two-class ITM on the three; optionally the negative
+caption is the hardest of a few random candidates under the current model. ``"ranking"`` (Pixel-BERT's, the base
+preset's): the positive against ``ranking_negatives`` captions of other images, a softmax cross-entropy over the
+matching scores of the positive and the ``ranking_hardest`` highest-scoring negatives (found without gradients). With ``itc`` (on in retrieval's presets) the loss adds the symmetric InfoNCE of the
 batch's positives (images with their drawn captions) in the ITC space of the model's unimodal passes.
 
 Evaluation, the protocol recorded in run.json's ``eval.scoring`` and ``eval.rerank``: a split of at most
@@ -72,7 +74,9 @@ class RetrievalTask(Task):
     # Scoring every val image against every val caption (100 x 500 cross-encoder passes) costs about as much as
     # an epoch of training, so the tiny budget validates once, after the last epoch (2 epochs stay at chance).
     # ITC adds a first stage so the 700-image test split is ranked in minutes (module docstring).
-    preset_overrides = {"tiny": {"epochs": 4, "eval_every": 4, "itc": True}, "base": {"itc": True}}
+    # base: Pixel-BERT's ranking loss (20 negative captions, the 5 hardest back-propagate).
+    preset_overrides = {"tiny": {"epochs": 4, "eval_every": 4, "itc": True},
+                        "base": {"itc": True, "retrieval_objective": "ranking"}}
     pretrained_head = "itm"  # the same image-text matching classifier: fine-tuning continues it (Pixel-BERT)
     rerank: Rerank | None = None
     """Set by ``eval --rerank-k``: score only a first stage's top-k candidates on every split evaluated (the
@@ -121,11 +125,18 @@ class RetrievalTask(Task):
         """The tokens of an empty text ([1, 2]: [CLS] [SEP]), the text side of an image's ITC pass."""
         return self.text([""])
 
+    @property
+    def ranking(self) -> bool:
+        return self.config.retrieval_objective == "ranking"
+
     def collate_train(self, indices: list[int]) -> dict[str, Any]:
         images = self.examples("train")
         # Negatives come from a generator seeded by the batch content, so a run stays repeatable.
         rng = random.Random(hash(tuple(indices)) & 0xFFFFFFFF)
-        candidates = self.config.itm_candidates if self.config.itm_hard_negatives else 1
+        if self.ranking:
+            candidates = self.config.ranking_negatives
+        else:
+            candidates = self.config.itm_candidates if self.config.itm_hard_negatives else 1
         positives = [(i, rng.randrange(len(images[i].captions))) for i in indices]
         neg_captions: list[str] = []
         neg_images: list[Path] = []
@@ -134,28 +145,34 @@ class RetrievalTask(Task):
                 other = rng.randrange(len(images) - 1)
                 other += other >= image_index  # any image but this one
                 neg_captions.append(rng.choice(images[other].captions))
-            other = rng.randrange(len(images) - 1)
-            other += other >= image_index
-            neg_images.append(images[other].path)
+            if not self.ranking:
+                other = rng.randrange(len(images) - 1)
+                other += other >= image_index
+                neg_images.append(images[other].path)
         # One tokenizer call so positives and negatives are padded to the same length.
         tokens = self.text([images[i].captions[c] for i, c in positives] + neg_captions)
         n = len(positives)
         batch = {
             "images": self.images.batch([images[i].path for i, _ in positives]),
-            "neg_images": self.images.batch(neg_images),
             "input_ids": tokens["input_ids"][:n],
             "attention_mask": tokens["attention_mask"][:n],
             "neg_input_ids": tokens["input_ids"][n:],
             "neg_attention_mask": tokens["attention_mask"][n:],
         }
+        if neg_images:
+            batch["neg_images"] = self.images.batch(neg_images)
         if self.config.itc:  # last: the training loop counts a batch's samples by its first tensor
             empty = self.empty_text()
             batch |= {"empty_input_ids": empty["input_ids"], "empty_attention_mask": empty["attention_mask"]}
         return batch
 
     def training_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        visual = model.encode_images(torch.cat([batch["images"], batch["neg_images"]]))
-        loss = self.itm_loss(model, head, batch, visual)
+        if self.ranking:
+            visual = model.encode_images(batch["images"])
+            loss = self.ranking_loss(model, head, batch, visual)
+        else:
+            visual = model.encode_images(torch.cat([batch["images"], batch["neg_images"]]))
+            loss = self.itm_loss(model, head, batch, visual)
         if isinstance(head, RetrievalHead):
             loss = loss + self.itc_loss(model, head, batch, visual)
         return loss
@@ -180,6 +197,28 @@ class RetrievalTask(Task):
         logits = match_score(model, head, ids, mask, visual.index(rows)).float()
         labels = torch.cat([torch.ones(n), torch.zeros(2 * n)]).long().to(logits.device)
         return F.cross_entropy(logits, labels)
+
+    def ranking_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any],
+                     visual: VisualTokens) -> torch.Tensor:
+        """Pixel-BERT's retrieval loss: per image, softmax cross-entropy of the matching score (the ITM margin,
+        what evaluation ranks by) of its caption against its ``ranking_hardest`` highest-scoring negatives among
+        the ``ranking_negatives`` sampled; only those back-propagate."""
+        n = batch["images"].shape[0]
+        own = torch.arange(n, device=batch["images"].device)
+        neg_ids, neg_mask = batch["neg_input_ids"], batch["neg_attention_mask"]
+        sampled = neg_ids.shape[0] // n
+        hardest = min(self.config.ranking_hardest, sampled)
+        with torch.no_grad():
+            logits = match_score(model, head, neg_ids, neg_mask, visual.index(own.repeat_interleave(sampled)))
+            top = (logits[:, 1] - logits[:, 0]).view(n, sampled).topk(hardest, dim=1).indices  # [n, hardest]
+        pick = (own[:, None] * sampled + top).flatten()
+        ids = torch.cat([batch["input_ids"], neg_ids[pick]])
+        mask = torch.cat([batch["attention_mask"], neg_mask[pick]])
+        rows = torch.cat([own, own.repeat_interleave(hardest)])
+        logits = match_score(model, head, ids, mask, visual.index(rows)).float()
+        margin = logits[:, 1] - logits[:, 0]
+        scores = torch.cat([margin[:n, None], margin[n:].view(n, hardest)], dim=1)  # the positive is column 0
+        return F.cross_entropy(scores, torch.zeros(n, dtype=torch.long, device=scores.device))
 
     def itc_loss(self, model: nn.Module, head: RetrievalHead, batch: dict[str, Any],
                  visual: VisualTokens) -> torch.Tensor:

@@ -24,6 +24,9 @@ class ReadableConfig:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+RETRIEVAL_OBJECTIVES = ("itm", "ranking")
+
+
 @dataclass(frozen=True)
 class TrainConfig(ReadableConfig):
     epochs: int = 4
@@ -52,8 +55,19 @@ class TrainConfig(ReadableConfig):
     """Longer texts are truncated; the count of truncated texts is recorded in run.json."""
     num_workers: int = 0
     itm_hard_negatives: bool = False
-    """Retrieval: pick each positive's negative caption as the highest-scoring of ``itm_candidates``."""
+    """Retrieval, ``itm`` objective: pick each positive's negative caption as the highest-scoring of
+    ``itm_candidates``."""
     itm_candidates: int = 8
+    retrieval_objective: str = "itm"
+    """Retrieval's fine-tuning loss. ``itm``: two-class ITM on each positive, one negative caption and one negative
+    image (vlbench's tiny default: three passes per image). ``ranking``: Pixel-BERT's, the base default: each
+    image's caption against ``ranking_negatives`` captions of other images, the matching score (ITM margin) put
+    through a softmax cross-entropy over the positive and the ``ranking_hardest`` highest-scoring negatives only
+    (the rest are scored without gradients, to find them)."""
+    ranking_negatives: int = 20
+    ranking_hardest: int = 5
+    freeze_cnn: bool = False
+    """Fine-tune with the CNN fixed (no gradients, BatchNorm statistics kept); pixel models only."""
     itc: bool = False
     """Retrieval: also train an image-text contrastive (ITC) first stage (pixelbert/itc.py; symmetric InfoNCE over
     the batch, added to the ITM loss), and rank splits of more than ``full_scoring_images`` images with it, the
@@ -85,6 +99,12 @@ class TrainConfig(ReadableConfig):
             raise VlbenchError(f"epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise VlbenchError("batch sizes must be at least 1")
+        if self.retrieval_objective not in RETRIEVAL_OBJECTIVES:
+            raise VlbenchError(f"retrieval objective must be one of {', '.join(RETRIEVAL_OBJECTIVES)}, got "
+                               f"{self.retrieval_objective!r}")
+        if not 1 <= self.ranking_hardest <= self.ranking_negatives:
+            raise VlbenchError(f"need 1 <= ranking_hardest <= ranking_negatives, got {self.ranking_hardest} and "
+                               f"{self.ranking_negatives}")
         if self.cnn_optimizer not in ("adamw", "sgd"):
             raise VlbenchError(f"cnn optimizer must be adamw or sgd, got {self.cnn_optimizer!r}")
         if not (math.isfinite(self.head_lr_mult) and self.head_lr_mult > 0):
