@@ -194,3 +194,33 @@ def test_region_and_grid_pretrain_with_their_detector_then_fine_tune(world: Path
                           "--limit", 32, "--epochs", 1, "--run-dir", tmp_path / "ft", "--no-progress")
     assert code == 0, output
     assert json.loads((tmp_path / "ft" / "run.json").read_text())["config"]["init"].endswith("checkpoint.safetensors")
+
+
+def test_a_captions_epoch_visits_every_caption_pair_once(world: Path) -> None:
+    # The base preset counts epochs as the papers do: every (image, caption) pair, not one caption per image.
+    from harness.batches import ImageTensors, TextBatcher
+    from harness.data.spec import load_spec
+    from harness.errors import VlbenchError
+    from harness.pretraining.config import PRETRAIN_PRESETS, PretrainConfig
+    from harness.pretraining.data import CaptionPairs
+    from pixelbert.tokenizer import load_tokenizer
+
+    assert PRETRAIN_PRESETS["base"].epoch_pairs == "captions" and PRETRAIN_PRESETS["tiny"].epoch_pairs == "images"
+    tokenizer = load_tokenizer()
+
+    def pairs(epoch_pairs: str) -> CaptionPairs:
+        config = PretrainConfig(objectives=("mlm",), epoch_pairs=epoch_pairs, mlm_probability=1e-9)
+        return CaptionPairs(load_spec(world / "captions.yaml"), ImageTensors(64), TextBatcher(tokenizer, 40), config,
+                            vocab_size=len(tokenizer), limit=6)
+
+    per_image, per_caption = pairs("images"), pairs("captions")
+    images = per_caption.examples("train")
+    assert len(per_image.train_rows()) == 6
+    assert len(per_caption.train_rows()) == sum(len(i.captions) for i in images) > 6
+    batch = per_caption.collate("train", per_caption.train_rows(), torch.Generator().manual_seed(0))
+    texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
+    expected = [c for image in images for c in image.captions]
+    assert [t.lower() for t in texts] == [tokenizer.decode(tokenizer(c)["input_ids"], skip_special_tokens=True)
+                                         for c in expected]
+    with pytest.raises(VlbenchError):
+        PretrainConfig(epoch_pairs="pairs")

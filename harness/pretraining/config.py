@@ -28,8 +28,11 @@ def parse_objectives(text: str) -> tuple[str, ...]:
 class PretrainConfig(ReadableConfig):
     objectives: tuple[str, ...] = ("mlm", "itm")
     epochs: int = 3
-    """One epoch visits every training image once, with one of its captions drawn at random (tiny world: the
-    18,000 Karpathy train + restval scenes, about 2 minutes of pixelbert on an idle 2-core CPU)."""
+    """Passes over the training data; what one pass holds is ``epoch_pairs``."""
+    epoch_pairs: str = "images"
+    """``images``: an epoch visits every training image once with one of its captions drawn at random (tiny world:
+    the 18,000 Karpathy train + restval scenes, about 2 minutes of pixelbert on an idle 2-core CPU); ``captions``:
+    every (image, caption) pair once, the papers' epoch (5x the rows on COCO; the base preset's)."""
     batch_size: int = 32
     eval_batch_size: int = 128
     lr: float = 3e-4
@@ -79,6 +82,8 @@ class PretrainConfig(ReadableConfig):
             raise VlbenchError(f"itm_swap_negatives must be in [0, 1], got {self.itm_swap_negatives}")
         if not 0.0 < self.itm_negative_ratio < 1.0:
             raise VlbenchError(f"itm_negative_ratio must be in (0, 1), got {self.itm_negative_ratio}")
+        if self.epoch_pairs not in ("images", "captions"):
+            raise VlbenchError(f"epoch_pairs must be images or captions, got {self.epoch_pairs!r}")
         if self.mvm_head not in MVM_HEADS:
             raise VlbenchError(f"mvm_head must be one of {', '.join(MVM_HEADS)}, got {self.mvm_head!r}")
         if self.pixel_sample is not None and self.pixel_sample < 0:
@@ -104,8 +109,8 @@ class PretrainConfig(ReadableConfig):
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     # CPU minutes on the embedded world (18,000 image-caption rows per epoch; the world pre-training of `run`).
     "tiny": PretrainConfig(),
-    # Pixel-BERT: AdamW 1e-4 for the transformer, SGD 1e-2 for the CNN, 40 epochs. SOHO's release masks the
+    # Pixel-BERT: AdamW 1e-4 for the transformer, SGD 1e-2 for the CNN, 40 epochs over every caption pair. SOHO's release masks the
     # cells of one entry in 1.5% of the images (it sees millions of images; the tiny world needs more signal).
-    "base": PretrainConfig(epochs=40, batch_size=256, eval_batch_size=512, lr=1e-4, cnn_lr=1e-2,
+    "base": PretrainConfig(epochs=40, epoch_pairs="captions", batch_size=256, eval_batch_size=512, lr=1e-4, cnn_lr=1e-2,
                            cnn_optimizer="sgd", warmup_ratio=0.05, num_workers=8, mvm_probability=0.015),
 }

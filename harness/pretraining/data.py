@@ -1,7 +1,8 @@
 """Pre-training batches from a captions (or retrieval) spec: image-caption rows, ITM negatives, MLM masks.
 
 An epoch visits every image once with one of its captions drawn at random (as retrieval training does), so an
-epoch costs the same whatever the number of captions per image. All randomness comes from one torch generator
+epoch costs the same whatever the number of captions per image; with ``epoch_pairs="captions"`` (base) it visits
+every (image, caption) pair once instead, as the papers count epochs. Validation always takes one row per image. All randomness comes from one torch generator
 per split: training draws continue across epochs; validation restarts from a fixed seed on every pass so each
 epoch is scored on the same masks and the same negatives.
 """
@@ -68,13 +69,35 @@ class CaptionPairs:
     def fingerprint(self, split: str) -> str:
         return retrieval_fingerprint(self.examples(split))
 
+    def train_rows(self) -> list[int]:
+        """The rows an epoch visits (what the loader shuffles): one per image, or one per caption pair (row ``r``
+        of image ``i``'s ``k``-th caption is ``r = offset[i] + k``, see :meth:`_row_source`)."""
+        if self.config.epoch_pairs == "images":
+            return list(range(len(self.examples("train"))))
+        return list(range(sum(len(image.captions) for image in self.examples("train"))))
+
+    def _row_source(self, rows: list[int]) -> tuple[list[int], list[int | None]]:
+        """Training rows -> (image index, caption index or None = draw one)."""
+        if self.config.epoch_pairs == "images":
+            return list(rows), [None] * len(rows)
+        if not hasattr(self, "_offsets"):
+            counts = torch.tensor([len(image.captions) for image in self.examples("train")])
+            self._offsets = torch.cumsum(counts, 0) - counts
+        table = torch.as_tensor(rows, dtype=torch.long)
+        image = torch.searchsorted(self._offsets, table, right=True) - 1
+        return image.tolist(), (table - self._offsets[image]).tolist()
+
     def summary(self, split: str) -> dict[str, Any]:
         images = self.examples(split)
         return {"images": len(images), "captions": sum(len(i.captions) for i in images)}
 
     def collate(self, split: str, indices: list[int], generator: torch.Generator) -> dict[str, Any]:
-        """One batch: the images at ``indices`` of ``split``, each with its own or (ITM) another image's caption."""
+        """One batch: the images at ``indices`` of ``split`` (training: the rows of :meth:`train_rows`), each with
+        its own caption (the row's, or one drawn) or, as an ITM negative, another image's."""
         images = self.examples(split)
+        chosen: list[int | None] = [None] * len(indices)
+        if split == "train":
+            indices, chosen = self._row_source(indices)
         index = torch.as_tensor(indices, dtype=torch.long)
         batch: dict[str, Any] = {"images": self.images.batch([images[i].path for i in indices])}
         if "itm" in self.config.objectives:
@@ -86,7 +109,8 @@ class CaptionPairs:
         captions = []
         for row, source in enumerate(caption_image.tolist()):
             own = images[source].captions
-            captions.append(own[min(int(choice[row] * len(own)), len(own) - 1)])
+            fixed = chosen[row] if source == indices[row] else None  # a positive row keeps its caption pair
+            captions.append(own[fixed] if fixed is not None else own[min(int(choice[row] * len(own)), len(own) - 1)])
         swap = self.config.itm_swap_negatives
         if swap > 0 and "itm" in self.config.objectives:
             # Some negatives become the image's own caption with one colour swapped (falls back to the random

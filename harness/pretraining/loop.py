@@ -82,7 +82,7 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
     run loses at most the epoch in progress); with ``resuming`` it first continues from it. Under torchrun every
     rank calls this; only rank 0 writes the resume point (``on_epoch`` is called on every rank)."""
     several = world_size() > 1
-    indices = list(range(len(data.examples("train"))))
+    indices = data.train_rows()
     # One process: shuffle and batch sampling (ITM negatives, MLM masks) draw from one generator, as always.
     # Several: the shuffle is shared (same seed everywhere), the sampling is each rank's own.
     collate_generator = torch.Generator() if several else generator

@@ -71,7 +71,8 @@ class WorldPretraining:
         # Pixel sampling is off: the tiny world's images have 16 cells, and the measured protocol kept all.
         return {"model": self.model, "preset": self.preset, "model_config": config,
                 "objectives": list(world_objectives(self.model)),
-                "epochs": PRETRAIN_PRESETS[self.preset].epochs, "precision": self.precision, "options": options,
+                # The whole pre-training config (epochs, what an epoch holds, SOHO's MVM head, ...).
+                "pretrain": PRETRAIN_PRESETS[self.preset].to_dict(), "precision": self.precision, "options": options,
                 "world": {k: info.get(k) for k in ("generator_version", "seed", "size")}}
 
     def key(self) -> str:
