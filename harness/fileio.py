@@ -106,19 +106,34 @@ def open_untrusted(path: str | Path, what: str = "file") -> BinaryIO:
         raise
 
 
+_READ_CHUNK = 1 << 20
+
+
 def read_untrusted(path: str | Path, limit: int = MAX_DATA_FILE_BYTES, what: str = "file") -> bytes:
     """The bytes of the regular file ``path`` (``open_untrusted``), at most ``limit`` of them."""
     with open_untrusted(path, what) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > limit:
             raise DataError(f"{path}: {what} of {size:,} bytes is larger than vlbench reads ({limit:,} bytes)")
+        # Read what fstat announced (+1 to see growth), then in chunks while more comes: never ``read(limit)``,
+        # which makes Python allocate the whole limit (4 GiB for data files) up front, whatever the file's size.
+        chunks: list[bytes] = []
+        total = 0
+        want = size + 1
         try:
-            data = handle.read(limit + 1)
+            while total <= limit:
+                request = min(want, limit + 1 - total)
+                chunk = handle.read(request)
+                chunks.append(chunk)
+                total += len(chunk)
+                if len(chunk) < request:  # end of file (a regular file returns short reads only there)
+                    break
+                want = _READ_CHUNK
         except OSError as exc:
             raise DataError(f"{path}: cannot read {what} ({exc.strerror or exc})") from None
-    if len(data) > limit:  # grew after the check (or st_size lied, as on some virtual file systems)
+    if total > limit:  # grew after the check (or st_size lied, as on some virtual file systems)
         raise DataError(f"{path}: {what} is larger than vlbench reads ({limit:,} bytes)")
-    return data
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def read_untrusted_npy(path: str | Path, what: str = ".npy array") -> np.ndarray:

@@ -108,6 +108,33 @@ def test_files_beyond_their_bound_and_json_beyond_the_stack_are_one_line_errors(
         load_spec(tmp_path / "spec.yaml")
 
 
+def test_reading_a_small_file_allocates_about_its_size_not_the_bound(tmp_path: Path) -> None:
+    # read(limit + 1) makes Python allocate the whole bound (4 GiB for data files) before reading a byte.
+    import tracemalloc
+
+    path = tmp_path / "small.json"
+    path.write_bytes(b"x" * 100_000)
+    tracemalloc.start()
+    try:
+        data = read_untrusted(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert data == b"x" * 100_000
+    assert peak < 1_000_000
+
+
+def test_a_file_read_in_chunks_still_stops_at_its_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.fileio as fileio
+
+    monkeypatch.setattr(fileio, "_READ_CHUNK", 7)
+    path = tmp_path / "f.bin"
+    path.write_bytes(bytes(range(50)))
+    assert read_untrusted(path, limit=50) == bytes(range(50))
+    with pytest.raises(DataError, match="larger than vlbench reads"):
+        read_untrusted(path, limit=49)
+
+
 def test_a_template_width_beyond_a_file_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="format width/precision 999999999 is larger than a file name"):
         PathTemplate.parse("images/{image_id:0999999999d}.png", tmp_path, {"image_id"}, "spec: images")
