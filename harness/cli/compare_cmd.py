@@ -22,8 +22,11 @@ from harness.reports.significance import DEFAULT_RESAMPLES
 @click.option("--resamples", type=click.IntRange(min=100), default=DEFAULT_RESAMPLES, show_default=True,
               help="Cluster-bootstrap resamples for the example variance of every test.")
 @click.option("--no-plots", is_flag=True, help="Tables and HTML only.")
+@click.option("--embed", "embeds", multiple=True, metavar="FILE:NAME",
+              help="Also write the main table into FILE between the lines <!-- NAME:begin --> and <!-- NAME:end "
+                   "--> (repeatable): how the README and docs/results quote committed runs (nox -s results).")
 def compare(run_dirs: tuple[Path, ...], out: Path, split: str, allow_different_splits: bool, resamples: int,
-            no_plots: bool) -> None:
+            no_plots: bool, embeds: tuple[str, ...]) -> None:
     """Compare runs: one row per model (+ configuration), one column group per task.
 
     RUN_DIR is a `vlbench run`/`eval` directory (run.json, per_example_*.json, optional bench.json), a
@@ -42,11 +45,19 @@ def compare(run_dirs: tuple[Path, ...], out: Path, split: str, allow_different_s
       vlbench run --model region --task vqa --seeds 1,2,3 --run-dir results/rg-vqa
       vlbench compare results/pb-vqa results/rg-vqa --out results/report
     """
+    from harness.reports.embed import parse_target, read_block, write_block
     from harness.reports.report import compare_runs
 
+    targets = [parse_target(e) for e in embeds]
+    for document, name in targets:  # before the slow part: a missing marker is a one-line error now
+        read_block(document, name)
     result = compare_runs(list(run_dirs), out, split=split, allow_different_splits=allow_different_splits,
                           plots=not no_plots, resamples=resamples)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"compared {len(result.rows)} configuration(s): {', '.join(result.rows)}")
     click.echo(f"wrote {len(result.files)} files to {out} (comparison.md, .csv, .tex, .html, plots)")
+    command = "vlbench compare " + " ".join(str(p) for p in run_dirs) + f" --out {out}"
+    for document, name in targets:
+        write_block(document, name, result.summary, command)
+        click.echo(f"wrote the main table into {document} ({name})")

@@ -33,6 +33,8 @@ from harness.reports.tables import (
 
 @dataclass
 class ReportResult:
+    summary: str
+    """The main table with its footnotes (markdown): what ``--embed`` puts into a document."""
     files: list[Path]
     notes: list[str]
     rows: list[str]
@@ -90,4 +92,5 @@ def compare_runs(paths: list[Path], out: Path, split: str = "test", allow_differ
     files += [out / n for n in ("comparison.md", "comparison.csv", "comparison.tex", "comparison.html",
                                 "significance.csv", "runs.csv")]
     files += plot_files
-    return ReportResult(files=files, notes=notes, rows=labels)
+    return ReportResult(files=files, notes=notes, rows=labels, summary="\n".join(
+        [render_markdown(table), ""] + [f"<sub>{n}</sub>" for n in foot]))
