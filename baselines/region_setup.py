@@ -293,6 +293,10 @@ def attach_imported(encoder: RegionEncoder, cache_path: Path, paths: list[Path],
     row (one decode per image, as when a cache is filled). Returns what run.json records under
     ``visual_encoder.features``."""
     cache = open_cache(cache_path, feature_dim=encoder.feature_dim)
+    expected = encoder.region.features_source
+    if expected and cache.stamp.get("source_hash") != expected:
+        raise VlbenchError(f"{cache_path}: imported from another file ({cache.stamp.get('source')}) than the features "
+                           "this model was trained on; pass the cache it was trained with")
     ids = {p: image_id_of(p) for p in paths}
     missing = [p for p in paths if ids[p] not in cache]
     if missing and not require_all:
@@ -305,6 +309,12 @@ def attach_imported(encoder: RegionEncoder, cache_path: Path, paths: list[Path],
     mine = [pixel_digest(images.uint8(p).numpy())
             for p in tqdm(distributed.shard(paths), desc="hash images", disable=not show, leave=False, unit="img")]
     digests = distributed.gather_concat(mine)
+    seen: dict[str, tuple[Path, str]] = {}
+    for path, digest in zip(paths, digests, strict=True):
+        other = seen.setdefault(ids[path], (path, digest))
+        if other[1] != digest:  # e.g. train/x_1.jpg and val/x_1.jpg: one row cannot stand for both
+            raise VlbenchError(f"{other[0]} and {path} are different images with the same id {ids[path]}; "
+                               "imported features are keyed by id, so each id must name one image")
     encoder.attach(cache, {digest: cache.index[ids[p]] for p, digest in zip(paths, digests, strict=True)})
     used = [cache.index[ids[p]] for p in dict.fromkeys(paths)]
     boxes = [int(cache.offsets[i + 1] - cache.offsets[i]) for i in used]

@@ -172,6 +172,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
                                         "boxes": options.boxes, "keep_dictionary": options.keep_dictionary,
                                         "features": options.features})
         setup = resolve_setup(request)
+        if train_config.freeze_cnn and not recipe(options.model).capabilities.trainable_cnn:
+            raise VlbenchError(f"--freeze-cnn: {options.model} has no trainable CNN to freeze")
         data = open_data(options.data, options.task, options.progress)
         spec = data.spec
         require_splits(spec, ("train", "val"), "training")

@@ -157,6 +157,9 @@ class RegionConfig:
     cache written by ``vlbench features import`` (e.g. bottom-up attention's 2048-d Visual Genome features),
     read by image id (``run --features CACHE``); no detector is built, and ``representation_size`` is the
     cache's feature size."""
+    features_source: str = ""
+    """With imported features: the cache's ``source_hash`` (the file it was imported from), so a checkpoint
+    is evaluated or resumed on the same features it trained on."""
     backend: str = "torchvision"
     """``torchvision`` Faster R-CNN (default) or ``detectron2`` (optional, only where it is installed)."""
     detector_size: int = 0

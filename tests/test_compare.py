@@ -207,3 +207,20 @@ def test_bench_compare_models_each_get_their_speed(tmp_path: Path) -> None:
     rows = {r["label"]: r for r in csv.DictReader((tmp_path / "rep" / "comparison.csv").open())}
     assert float(rows["pixelbert"]["images_per_second"]) == 400.0
     assert float(rows["region"]["images_per_second"]) == 50.0
+
+
+def test_runs_of_one_preset_made_before_and_after_its_defaults_changed_are_two_configurations() -> None:
+    # The base preset's retrieval objective became Pixel-BERT's ranking loss: an older base run (itm, which its
+    # record does not name) must not be averaged with a new one.
+    from harness.reports.collect import config_key
+    from harness.training.config import train_preset
+
+    new = train_preset("base", "retrieval").to_dict()
+    old = {k: v for k, v in new.items() if k not in ("retrieval_objective", "ranking_negatives", "ranking_hardest")}
+    config = {"preset": "base", "overrides": {}, "model": {}}
+    assert config_key({**config, "train": new}, "retrieval") != config_key({**config, "train": old}, "retrieval")
+    # Fields a record lacks because they are newer, at their default, change nothing.
+    tiny = train_preset("tiny", "vqa").to_dict()
+    older = {k: v for k, v in tiny.items() if k != "freeze_cnn"}
+    tiny_config = {"preset": "tiny", "overrides": {}, "model": {}}
+    assert config_key({**tiny_config, "train": tiny}, "vqa") == config_key({**tiny_config, "train": older}, "vqa")

@@ -24,11 +24,13 @@ def _browser() -> str | None:
 
 @pytest.mark.skipif(_browser() is None, reason="no headless Chromium/Chrome installed")
 def test_html_report_renders_in_headless_browser(tmp_path: Path) -> None:
-    vqa_run(tmp_path / "runs" / "pb", "pixelbert", [1.0, 0.0, 1.0] * 20,
+    # One configuration per model (the preset with no overrides), so each model is drawn in its own colour.
+    config = {"preset": "tiny", "overrides": {}, "device": "cpu"}
+    vqa_run(tmp_path / "runs" / "pb", "pixelbert", [1.0, 0.0, 1.0] * 20, config=config,
             bench={"model": "pixelbert", "task": "vqa", "inference": {"samples_per_second": 100.0}})
-    vqa_run(tmp_path / "runs" / "rg", "region", [0.0, 0.0, 1.0] * 20,
+    vqa_run(tmp_path / "runs" / "rg", "region", [0.0, 0.0, 1.0] * 20, config=config,
             bench={"model": "region", "task": "vqa", "inference": {"samples_per_second": 20.0}})
-    nlvr2_run(tmp_path / "runs" / "pb-n", "pixelbert", [True, False] * 30)
+    nlvr2_run(tmp_path / "runs" / "pb-n", "pixelbert", [True, False] * 30, config=config)
     result = CliRunner().invoke(cli, ["compare", str(tmp_path / "runs"), "--out", str(tmp_path / "rep"),
                                       "--resamples", "500"])
     assert result.exit_code == 0, result.output

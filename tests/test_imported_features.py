@@ -180,3 +180,37 @@ def test_bench_times_the_region_model_on_imported_features(world: Path, tmp_path
     assert result["visual_encoder_record"]["features"]["source"] == str(tmp_path / "all.tsv")
     assert "detector_live_images" not in result["split"]["visual_encoder"], "no detector ran, none is claimed"
     assert report["settings"]["features"] == str(tmp_path / "cache")
+
+
+def test_eval_on_features_imported_from_another_file_is_refused(world: Path, region_run: Path,
+                                                               tmp_path: Path) -> None:
+    other = tmp_path / "other.tsv"
+    _write_tsv(other, _run_images(world))
+    other.write_text(other.read_text() + "")  # same ids, another file: another source hash
+    code, output = _invoke("features", "import", "--tsv", other, "--out", tmp_path / "cache", "--no-progress")
+    assert code == 0, output
+    code, output = _invoke("eval", "--checkpoint", region_run / "checkpoint.safetensors", "--task", "vqa", "--data",
+                           world / "vqa.yaml", "--limit", LIMIT, "--split", "test", "--features", tmp_path / "cache",
+                           "--run-dir", tmp_path / "e", "--no-progress")
+    assert code == 2 and "imported from another file" in output
+
+
+def test_two_images_with_one_id_are_refused(imported, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from baselines.region_setup import attach_imported
+    from harness.assembly import ModelRequest, resolve_setup
+    from harness.batches import ImageTensors
+    from harness.errors import VlbenchError
+    from harness.models import build_model
+
+    image_id = next(iter(imported[2]))
+    paths = []
+    for folder, colour in (("train", (255, 0, 0)), ("val", (0, 0, 255))):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / f"x_{int(image_id):06d}.png")
+        Image.new("RGB", (64, 64), colour).save(paths[-1])
+    setup = resolve_setup(ModelRequest("region", "tiny", options={"features": imported[1]}))
+    encoder = build_model(setup).visual_encoder
+    with pytest.raises(VlbenchError, match="same id"):
+        attach_imported(encoder, imported[1], paths, ImageTensors(64), progress=False)

@@ -217,7 +217,7 @@ def test_a_captions_epoch_visits_every_caption_pair_once(world: Path) -> None:
     images = per_caption.examples("train")
     assert len(per_image.train_rows()) == 6
     assert len(per_caption.train_rows()) == sum(len(i.captions) for i in images) > 6
-    batch = per_caption.collate("train", per_caption.train_rows(), torch.Generator().manual_seed(0))
+    batch = per_caption.collate("train", per_caption.train_rows(), torch.Generator().manual_seed(0), rows=True)
     texts = tokenizer.batch_decode(batch["input_ids"], skip_special_tokens=True)
     expected = [c for image in images for c in image.captions]
     assert [t.lower() for t in texts] == [tokenizer.decode(tokenizer(c)["input_ids"], skip_special_tokens=True)

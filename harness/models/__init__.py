@@ -39,6 +39,8 @@ class Capabilities:
     visual_dictionary: bool = False
     """SOHO's visual dictionary: masked visual modelling (``--objectives mvm``) applies; the encoder has
     ``dictionary`` (with a ``generator``), ``mvm_probability`` and ``mvm_generator``."""
+    trainable_cnn: bool = False
+    """A CNN trained with the model (Pixel-BERT, SOHO): ``--freeze-cnn`` can fix it at fine-tuning."""
     options: dict[str, str] = field(default_factory=dict)
     """Model options this model accepts (``boxes``, ``detector``, ...) -> what they act on, for the error a model
     without it gives (``--boxes applies only to --model region: 'pixelbert' has no detector boxes``)."""

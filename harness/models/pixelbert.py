@@ -13,7 +13,7 @@ from pixelbert.pixel_encoder import PixelEncoder
 @MODELS.register("pixelbert")
 class PixelBert(ModelRecipe):
     description = "Pixel-BERT: CNN pixel features trained end to end with the transformer"
-    capabilities = Capabilities(token_sampling=True)
+    capabilities = Capabilities(token_sampling=True, trainable_cnn=True)
     report_order = 0
     colour = "#1f77b4"
 

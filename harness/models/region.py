@@ -70,7 +70,8 @@ class Region(ModelRecipe):
                 raise VlbenchError(f"--features reads imported regions; {', '.join(clash)} is for a detector")
             cache = open_cache(options["features"])  # a one-line error when it is not a feature cache
             return with_region(setup, replace(setup.config.region, features="imported", num_classes=0,
-                                              representation_size=cache.feature_dim))
+                                              representation_size=cache.feature_dim,
+                                              features_source=str(cache.stamp.get("source_hash", ""))))
         if options.get("boxes") is None:
             return setup
         return with_region(setup, replace(setup.config.region, boxes=options["boxes"]))

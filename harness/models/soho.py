@@ -15,7 +15,7 @@ from pixelbert.soho.encoder import SohoEncoder
 @MODELS.register("soho")
 class Soho(ModelRecipe):
     description = "SOHO: CNN pixel features mapped through a moving-average visual dictionary"
-    capabilities = Capabilities(token_sampling=True, visual_dictionary=True,
+    capabilities = Capabilities(token_sampling=True, visual_dictionary=True, trainable_cnn=True,
                                 options={"dictionary_size": "visual dictionary", "dictionary_momentum": "visual dictionary",
                                              "dictionary_schedule": "visual dictionary",
                                              "keep_dictionary": "visual dictionary"})

@@ -91,12 +91,16 @@ class CaptionPairs:
         images = self.examples(split)
         return {"images": len(images), "captions": sum(len(i.captions) for i in images)}
 
-    def collate(self, split: str, indices: list[int], generator: torch.Generator) -> dict[str, Any]:
-        """One batch: the images at ``indices`` of ``split`` (training: the rows of :meth:`train_rows`), each with
-        its own caption (the row's, or one drawn) or, as an ITM negative, another image's."""
+    def collate(self, split: str, indices: list[int], generator: torch.Generator, rows: bool = False
+                ) -> dict[str, Any]:
+        """One batch: the images at ``indices`` of ``split`` (``rows``: the training loop's rows of
+        :meth:`train_rows` instead), each with its own caption (the row's, or one drawn) or, as an ITM negative,
+        another image's."""
         images = self.examples(split)
         chosen: list[int | None] = [None] * len(indices)
-        if split == "train":
+        if rows:
+            if split != "train":
+                raise ValueError("rows index the training split only")
             indices, chosen = self._row_source(indices)
         index = torch.as_tensor(indices, dtype=torch.long)
         batch: dict[str, Any] = {"images": self.images.batch([images[i].path for i in indices])}

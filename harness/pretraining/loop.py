@@ -91,7 +91,7 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
     # draws stay reproducible but differ from num_workers=0.
     loader = DataLoader(indices, batch_size=config.batch_size, sampler=sampler, num_workers=config.num_workers,
                         generator=None if several else generator,
-                        collate_fn=lambda batch: data.collate("train", batch, collate_generator))
+                        collate_fn=lambda batch: data.collate("train", batch, collate_generator, rows=True))
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     optim_config = config.optimizer_config()
     # One container: the MLM decoder is tied to the word embeddings, and named_parameters() of a single module

@@ -17,7 +17,7 @@ from typing import Any
 
 from harness.errors import VlbenchError
 from harness.fileio import read_json
-from harness.training.config import TRAIN_PRESETS, train_preset
+from harness.training.config import TRAIN_PRESETS, TrainConfig, train_preset
 
 # Parts of run.json's config that do not change what a model learns (where the data file lives, which device
 # ran it) or that follow from the task (head_init: which pre-trained head the task's head starts from; retrieval
@@ -155,12 +155,25 @@ def comparable_config(config: dict[str, Any], task: str) -> dict[str, Any]:
     train, preset = kept.get("train"), kept.get("preset")
     if isinstance(kept.get("overrides"), dict) and preset in TRAIN_PRESETS:
         # Runs that record their explicit overrides: the preset + those is the configuration (`--epochs 1` on
-        # VQA, whose tiny preset is 1 epoch, and on NLVR2, whose preset is 4, is one configuration).
-        kept["train"] = kept.pop("overrides")
+        # VQA, whose tiny preset is 1 epoch, and on NLVR2, whose preset is 4, is one configuration). Settings
+        # that differ from today's preset without an override (the preset changed since, e.g. base retrieval's
+        # objective) are part of it too, so old and new runs of one preset name never share a row.
+        overrides = kept.pop("overrides")
+        drift = {}
+        if isinstance(train, dict):
+            recorded = _plain(TrainConfig.from_dict(train).to_dict())
+            default = _plain(train_preset(str(preset), task).to_dict())
+            drift = {k: v for k, v in recorded.items() if k not in overrides and default.get(k) != v}
+        kept["train"] = {**overrides, **drift}
     elif isinstance(train, dict) and preset in TRAIN_PRESETS:
         default = train_preset(str(preset), task).to_dict()
         kept["train"] = {k: v for k, v in train.items() if k not in default or default[k] != v}
     return kept
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """As run.json stores it (tuples as lists), so recorded and preset values compare equal."""
+    return json.loads(json.dumps(data, default=str))
 
 
 def config_key(config: dict[str, Any], task: str) -> str:

@@ -93,4 +93,5 @@ def compare_runs(paths: list[Path], out: Path, split: str = "test", allow_differ
                                 "significance.csv", "runs.csv")]
     files += plot_files
     return ReportResult(files=files, notes=notes, rows=labels, summary="\n".join(
-        [render_markdown(table), ""] + [f"<sub>{n}</sub>" for n in foot]))
+        [f"> {n}" for n in notes if n.startswith("WARNING")] + [render_markdown(table), ""]
+        + [f"<sub>{n}</sub>" for n in foot]))

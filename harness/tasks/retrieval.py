@@ -209,8 +209,15 @@ class RetrievalTask(Task):
         sampled = neg_ids.shape[0] // n
         hardest = min(self.config.ranking_hardest, sampled)
         with torch.no_grad():
-            logits = match_score(model, head, neg_ids, neg_mask, visual.index(own.repeat_interleave(sampled)))
-            top = (logits[:, 1] - logits[:, 0]).view(n, sampled).topk(hardest, dim=1).indices  # [n, hardest]
+            # In chunks of the evaluation batch: at base, 256 images x 20 negatives in one pass would not fit.
+            rows_of = own.repeat_interleave(sampled)
+            chunk = max(self.config.eval_batch_size, 1)
+            margins = []
+            for begin in range(0, rows_of.shape[0], chunk):
+                part = slice(begin, begin + chunk)
+                logits = match_score(model, head, neg_ids[part], neg_mask[part], visual.index(rows_of[part]))
+                margins.append(logits[:, 1] - logits[:, 0])
+            top = torch.cat(margins).view(n, sampled).topk(hardest, dim=1).indices  # [n, hardest]
         pick = (own[:, None] * sampled + top).flatten()
         ids = torch.cat([batch["input_ids"], neg_ids[pick]])
         mask = torch.cat([batch["attention_mask"], neg_mask[pick]])
