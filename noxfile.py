@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, demo, comparison, ablation, benchmarks.
+"""nox sessions: tests, lint, demo, comparison, results, ablation, benchmarks.
 
 Sessions run in the active Python environment (``venv_backend="none"``): torch is several GB, and the
 machines this project targets serve it from local disk to the system pip. Install once with
@@ -48,6 +48,19 @@ def comparison(session: nox.Session) -> None:
     session.run("vlbench", "bench", "--model", "region", "--compare", ",".join(MODELS.names()), "--task", "vqa",
                 "--run-dir", f"{root}/bench", "--no-progress")
     session.run("vlbench", "compare", root, "--out", f"{root}/report")
+
+
+RESULTS = "docs/results/embedded-v4"
+
+
+@nox.session(venv_backend="none")
+def results(session: nox.Session) -> None:
+    """Regenerate the committed comparison (docs/results/embedded-v4: `vlbench compare` over the run records in its
+    runs/ folder) and the tables that README.md and docs/results/tiny-preset.md quote from it. Add a run by copying
+    its run.json and per_example_*.json into runs/MODEL-TASK/seed-N, then run this; tests/test_embedded_tables.py
+    fails while a document quotes anything else."""
+    session.run("vlbench", "compare", f"{RESULTS}/runs", "--out", RESULTS, "--embed", "README.md:tiny-results",
+                "--embed", "docs/results/tiny-preset.md:tiny-results")
 
 
 @nox.session(venv_backend="none")
