@@ -224,3 +224,18 @@ def test_runs_of_one_preset_made_before_and_after_its_defaults_changed_are_two_c
     older = {k: v for k, v in tiny.items() if k != "freeze_cnn"}
     tiny_config = {"preset": "tiny", "overrides": {}, "model": {}}
     assert config_key({**tiny_config, "train": tiny}, "vqa") == config_key({**tiny_config, "train": older}, "vqa")
+
+
+def test_a_variant_left_at_its_preset_is_labelled_with_the_value_it_ran_with(tmp_path: Path) -> None:
+    from compare_helpers import make_run
+
+    from harness.reports.collect import collect
+
+    base = {"preset": "tiny", "device": "cpu"}
+    make_run(tmp_path / "a", "pixelbert", "retrieval", metrics={"rsum": 1.0},
+             config={**base, "overrides": {}, "train": {"retrieval_objective": "itm"}})
+    make_run(tmp_path / "b", "pixelbert", "retrieval", metrics={"rsum": 2.0},
+             config={**base, "overrides": {"retrieval_objective": "ranking"},
+                     "train": {"retrieval_objective": "ranking"}})
+    labels = sorted(run.label for run in collect([tmp_path]).runs)
+    assert labels == ["pixelbert (retrieval_objective=itm)", "pixelbert (retrieval_objective=ranking)"]

@@ -260,6 +260,15 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _effective(run: RunInfo, key: str, own: dict[str, Any]) -> Any:
+    """A differing setting's value for the label: what the run set, else (a training setting it left at its
+    preset) the value its record says it ran with, so a row reads ``objective=itm``, not ``objective=None``."""
+    if own.get(key) is not None or not key.startswith("train."):
+        return own.get(key)
+    train = run.config.get("train")
+    return train.get(key.split(".", 1)[1]) if isinstance(train, dict) else None
+
+
 def _label(runs: list[RunInfo]) -> None:
     """Row labels: the model name; when one model has several configurations (over all tasks), the config
     keys whose values differ between them are appended, so the table says what the variants are."""
@@ -274,5 +283,5 @@ def _label(runs: list[RunInfo]) -> None:
         keys = sorted({k for flat in configs.values() for k in flat})
         differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in configs.values()}) > 1]
         own = configs[run.config_key]
-        parts = [f"{k.split('.')[-1]}={own.get(k)}" for k in differing[:3]]
+        parts = [f"{k.split('.')[-1]}={_effective(run, k, own)}" for k in differing[:3]]
         run.label = f"{run.model} ({', '.join(parts)})" if parts else f"{run.model} [{run.config_key[:6]}]"
