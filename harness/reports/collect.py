@@ -260,13 +260,16 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _effective(run: RunInfo, key: str, own: dict[str, Any]) -> Any:
-    """A differing setting's value for the label: what the run set, else (a training setting it left at its
-    preset) the value its record says it ran with, so a row reads ``objective=itm``, not ``objective=None``."""
+def _effective(runs: list[RunInfo], key: str, own: dict[str, Any]) -> Any:
+    """A differing setting's value for the label of one configuration (``runs``: all its runs): what it set,
+    else (a training setting left at its preset) the value its records say it ran with when they agree, so a row
+    reads ``objective=itm`` rather than ``objective=None``; ``preset`` when its tasks' presets differ."""
     if own.get(key) is not None or not key.startswith("train."):
         return own.get(key)
-    train = run.config.get("train")
-    return train.get(key.split(".", 1)[1]) if isinstance(train, dict) else None
+    name = key.split(".", 1)[1]
+    values = {json.dumps(run.config["train"].get(name), default=str) for run in runs
+              if isinstance(run.config.get("train"), dict)}
+    return json.loads(values.pop()) if len(values) == 1 else "preset"
 
 
 def _label(runs: list[RunInfo]) -> None:
@@ -283,5 +286,6 @@ def _label(runs: list[RunInfo]) -> None:
         keys = sorted({k for flat in configs.values() for k in flat})
         differing = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in configs.values()}) > 1]
         own = configs[run.config_key]
-        parts = [f"{k.split('.')[-1]}={_effective(run, k, own)}" for k in differing[:3]]
+        same = [r for r in runs if r.model == run.model and r.config_key == run.config_key]
+        parts = [f"{k.split('.')[-1]}={_effective(same, k, own)}" for k in differing[:3]]
         run.label = f"{run.model} ({', '.join(parts)})" if parts else f"{run.model} [{run.config_key[:6]}]"
