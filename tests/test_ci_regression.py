@@ -30,6 +30,16 @@ REGION_ARGS = ["--model", "region", "--task", "vqa", "--limit", "200", "--epochs
                "--threads", "1", "--no-progress"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _threads_restored():
+    """`--threads 1` sets torch's thread count for the whole test process: give the other modules theirs back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def ci_run(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("ci") / "pixelbert-vqa"
