@@ -17,6 +17,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["VLBENCH_CACHE"] = str(tmp_path_factory.mktemp("vlbench-cache"))
+    # The default thread count shares the CPUs among the vlbench processes running now: count only this session's
+    # (the test process and what it starts), so a run elsewhere on the machine cannot change a test's numbers.
+    os.environ["VLBENCH_SLOTS"] = str(tmp_path_factory.mktemp("vlbench-slots"))
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import click
 
 from harness.cli.model_options import check_weight_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
+from harness.cli.threads_option import threads_option
 from harness.models import MODELS
 from harness.tasks import TASKS
 from harness.training.config import TRAIN_PRESETS
@@ -68,11 +69,11 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
 @click.option("--channels-last/--no-channels-last", default=None,
               help="NHWC convolutions. Default: on for CUDA, off on CPU.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the CNN backbone and transformer layers.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads (default: torch's).")
+@threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, detector, features, text_init, text_init_layers,
           cnn_init, device, precision, warmup, repeats, train_steps, overhead_steps, overhead_epochs, channels_last,
-          compile_, threads, no_progress) -> None:
+          compile_, no_progress) -> None:
     """Time MODEL's real pipeline on TASK and write DIR/bench.json.
 
     Inference (end to end, and split into visual encoder vs transformer + head; the region model's detector
@@ -91,7 +92,7 @@ def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, d
         checkpoint=checkpoint, detector=detector, features=features, text_init=text_init, text_init_layers=text_init_layers,
         cnn_init=cnn_init, device=device, precision=precision, warmup=warmup, repeats=repeats,
         train_steps=train_steps, overhead_steps=overhead_steps, overhead_epochs=overhead_epochs,
-        channels_last=channels_last, compile=compile_, threads=threads, progress=not no_progress))
+        channels_last=channels_last, compile=compile_, progress=not no_progress))
     for name, r in report["models"].items():
         inf, split, ach = r["inference"], r["split"], r["achieved"]
         overhead = r.get("harness_overhead") or {}

@@ -77,6 +77,14 @@ class VlbenchGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+        except RuntimeError as exc:
+            from harness.data.workers import worker_died
+
+            died = worker_died(exc)
+            if died is None:
+                raise
+            click.echo(f"error: {died}", err=True)
+            sys.exit(2)
         except OSError as exc:
             # The machine, not the input: a full disk, a read-only or vanished folder. Writes are atomic, so
             # nothing half-written was left behind.

@@ -10,6 +10,7 @@ from harness.cli.model_options import check_weight_options, model_option, weight
 from harness.cli.precision_option import precision_option
 from harness.cli.threads_option import threads_option
 from harness.cli.types import SEED, FiniteFloatRange
+from harness.cli.workers_option import workers_option
 from harness.pretraining.config import PRETRAIN_PRESETS
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -68,13 +69,14 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 @threads_option
+@workers_option
 @click.option("--resume", is_flag=True,
               help="Continue the interrupted pre-training in --run-dir from its last finished epoch.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, eval_batch_size, lr,
              cnn_lr, detector, dictionary_size, dictionary_momentum, dictionary_schedule, mvm_head, mvm_probability, itm_swap_negatives, text_init, text_init_layers,
-             cnn_init, limit, device, precision, resume, overwrite, no_progress) -> None:
+             cnn_init, limit, device, precision, workers, resume, overwrite, no_progress) -> None:
     """Pre-train MODEL on image-caption pairs with MLM / ITM (/ MVM), then fine-tune with `vlbench run --init`.
 
     Writes DIR/checkpoint.safetensors (the model under `model.`, the pre-training heads under `pretrain.`) and
@@ -95,7 +97,7 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
                  "pixel_sample": pixel_sample, "epochs": epochs, "batch_size": batch_size,
                  "eval_batch_size": eval_batch_size, "lr": lr,
                  "cnn_lr": cnn_lr, "mvm_probability": mvm_probability, "mvm_head": mvm_head,
-                 "itm_swap_negatives": itm_swap_negatives}
+                 "itm_swap_negatives": itm_swap_negatives, "num_workers": workers}
     record = run_pretraining(PretrainOptions(
         model=model, run_dir=run_dir, data=data, preset=preset, seed=seed, dictionary_size=dictionary_size,
         dictionary_momentum=dictionary_momentum, dictionary_schedule=dictionary_schedule,

@@ -11,6 +11,7 @@ from harness.cli.model_options import check_weight_options, model_option, weight
 from harness.cli.precision_option import precision_option
 from harness.cli.threads_option import threads_option
 from harness.cli.types import SEED, FiniteFloatRange
+from harness.cli.workers_option import workers_option
 from harness.tasks import TASKS
 from harness.training.config import TRAIN_PRESETS
 
@@ -126,6 +127,7 @@ def _meanings(record: dict) -> list[str]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 @threads_option
+@workers_option
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Use only the first N examples (retrieval: images) of every split, for quick checks and CI "
                    "subsets; recorded, and the split fingerprints change with it.")
@@ -137,7 +139,7 @@ def _meanings(record: dict) -> list[str]:
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, head_lr_mult, cnn_optimizer,
         grad_accum, hard_negatives, retrieval_objective, freeze_cnn, itc, init, pretraining, text_init, text_init_layers, cnn_init, detector,
-        detector_data, boxes, features, keep_dictionary, limit, device,
+        detector_data, boxes, features, keep_dictionary, workers, limit, device,
         precision, resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
 
@@ -150,7 +152,8 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "cnn_lr": cnn_lr,
                  "head_lr_mult": head_lr_mult, "cnn_optimizer": cnn_optimizer, "grad_accum": grad_accum,
                  "itm_hard_negatives": hard_negatives, "itc": itc, "checkpoint_every": checkpoint_every,
-                 "retrieval_objective": retrieval_objective, "freeze_cnn": freeze_cnn}
+                 "retrieval_objective": retrieval_objective, "freeze_cnn": freeze_cnn,
+                 "num_workers": workers}
     ctx = click.get_current_context()
     if seeds is not None and ctx.get_parameter_source("seed") != click.core.ParameterSource.DEFAULT:
         raise click.UsageError("give either --seed or --seeds, not both")

@@ -1,4 +1,4 @@
-"""The ``--threads`` option of the commands that train or evaluate (one definition, one help text)."""
+"""The ``--threads`` option of the commands that train, evaluate or time (one definition, one help text)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import click
 
 
 def _set_threads(_ctx: click.Context, _param: click.Parameter, value: int | None) -> int | None:
-    if value is not None:
-        import torch  # here, not at import: `vlbench --help` stays fast
+    from harness import threads
 
-        torch.set_num_threads(value)
+    threads.apply(value)
     return value
 
 
 threads_option = click.option(
     "--threads", type=click.IntRange(min=1), default=None, expose_value=False, callback=_set_threads,
-    help="CPU threads torch uses (default: torch's own, one per core). On a shared machine give each job its "
-         "share of the cores: more threads than cores slow every job down. Recorded in run.json "
-         "(env.torch_threads).")
+    help="CPU threads torch uses. Default: OMP_NUM_THREADS if set, else this run's share of the CPUs it may use "
+         "among the vlbench processes running now (alone: all of them; beside one other: half), so concurrent "
+         "runs do not oversubscribe the cores. Recorded in run.json (env.threads). Results can differ in the last "
+         "digits between thread counts: pass the same --threads to reproduce a run exactly.")

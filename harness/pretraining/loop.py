@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from harness.batches import to_device
+from harness.data.workers import reported
 from harness.distributed import data_parallel, is_main, rank_seed, sync_buffers, world_size
 from harness.pretraining.config import PretrainConfig
 from harness.pretraining.data import CaptionPairs
@@ -133,7 +134,7 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
         seen = 0
         bar = tqdm(loader, desc=f"pretrain {epoch}/{config.epochs}", disable=not (progress and is_main()),
                    leave=False, unit="batch")
-        for index, batch in enumerate(bar):
+        for index, batch in enumerate(reported(iter(bar))):
             batch = to_device(batch, runtime.device)
             with runtime.autocast():
                 loss, results, visual = objective(batch)

@@ -42,6 +42,16 @@ def device_description(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _threads_reason() -> str:
+    """Why torch has the thread count it has (harness.threads), or "torch's default" where nothing chose it."""
+    from harness import threads
+
+    choice = threads.current()
+    if choice is None or choice.threads != torch.get_num_threads():
+        return "torch's default"
+    return choice.reason
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -50,5 +60,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device": device_description(device),
         "device_type": device.type,
         "torch_threads": torch.get_num_threads(),
+        "threads_chosen_by": _threads_reason(),
         "git": git_state(),
     }

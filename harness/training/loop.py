@@ -19,6 +19,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Rando
 from tqdm import tqdm
 
 from harness.batches import to_device
+from harness.data.workers import reported
 from harness.distributed import data_parallel, is_main, rank, sync_buffers, world_size
 from harness.errors import VlbenchError
 from harness.runtime import Runtime
@@ -170,7 +171,7 @@ def train(
         epoch_start = time.perf_counter() - done_before
         bar = tqdm(loader, desc=f"train {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch",
                    initial=skip)
-        batches = iter(bar)  # draws the epoch's shuffle (and skips the batches already trained)
+        batches = reported(iter(bar))  # draws the epoch's shuffle (and skips the batches already trained)
         if position is not None:
             position.rng.restore()  # after the iterator's own draws: exactly where the interrupted run stood
             position = None

@@ -1,0 +1,117 @@
+"""How many CPU threads torch gets: ``--threads``, else ``OMP_NUM_THREADS``, else this process's share.
+
+torch's own default is one thread per core, whatever else runs: two runs on a 2-core machine then keep four
+threads busy-waiting for two cores, and each slows far more than twice (measured: a tiny pixelbert run trained at
+about 200 samples/s alone and at 3 samples/s beside four other jobs that each took every core). So by default each
+vlbench process takes ``CPUs // N``, where CPUs are the ones this process may use (affinity and the cgroup's CPU
+quota) and N counts the vlbench processes running on this machine now, itself included. Each process holds a lock
+on a slot file for as long as it lives; counting the locked slots counts the live processes, and a killed one
+frees its slot with its file descriptors. The count is taken once, at start: a run's thread count never changes
+mid-run (CPU float sums depend on it, so results would too), and run.json records it with the reason.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+SLOTS_ENV = "VLBENCH_SLOTS"
+"""Folder of the slot files (default: a per-user folder in the system temp dir; machine-local on purpose)."""
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    threads: int
+    reason: str
+    """How the count was chosen, for run.json: "--threads", "OMP_NUM_THREADS" or the share it is."""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"threads": self.threads, "chosen_by": self.reason}
+
+
+_slot: object | None = None  # this process's open, locked slot file (kept open: closing it releases the lock)
+_choice: ThreadChoice | None = None
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cpus = min(cpus, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def _slots_dir() -> Path:
+    folder = Path(os.environ.get(SLOTS_ENV) or Path(tempfile.gettempdir()) / f"vlbench-cpu-slots-{os.getuid()}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _held(path: Path) -> bool:
+    """Whether a live process holds ``path``'s lock (a slot nobody holds is stale: removed)."""
+    try:
+        with path.open("a") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                return True
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+    return False
+
+
+def register() -> int:
+    """Hold this process's slot (once) and return how many vlbench processes hold one now, this one included."""
+    global _slot
+    folder = _slots_dir()
+    mine = folder / f"slot-{os.getpid()}"
+    if _slot is None:
+        handle = mine.open("a")
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # our own new file: never contended
+        _slot = handle
+    return 1 + sum(1 for path in folder.glob("slot-*") if path != mine and _held(path))
+
+
+def choose(explicit: int | None = None) -> ThreadChoice:
+    """The thread count for this process (see the module docstring), without applying it."""
+    if explicit is not None:
+        return ThreadChoice(explicit, "--threads")
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return ThreadChoice(int(env), "OMP_NUM_THREADS")
+    cpus = usable_cpus()
+    try:
+        processes = register()
+    except OSError:  # no writable temp dir: fall back to every usable CPU, and say so
+        return ThreadChoice(cpus, f"all {cpus} usable CPUs (could not count other vlbench processes)")
+    threads = max(1, cpus // processes)
+    others = processes - 1
+    return ThreadChoice(threads, f"share of {cpus} usable CPUs with {others} other vlbench process"
+                                 f"{'es' if others != 1 else ''} running")
+
+
+def apply(explicit: int | None = None) -> ThreadChoice:
+    """Choose and set torch's thread count; remembered for run.json (:func:`current`)."""
+    import torch  # here, not at import: `vlbench --help` stays fast
+
+    global _choice
+    _choice = choose(explicit)
+    torch.set_num_threads(_choice.threads)
+    return _choice
+
+
+def current() -> ThreadChoice | None:
+    """The choice :func:`apply` made in this process, if any (None: torch's default was left alone)."""
+    return _choice

@@ -1,0 +1,145 @@
+"""DataLoader workers and CPU threads: a worker's bad image is the same one-line error as in the main process, a
+worker that dies is reported instead of hung on, and the default thread count shares the CPUs among the vlbench
+processes running now."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch.utils.data import DataLoader
+
+from harness import threads
+from harness.cli.main import cli
+from harness.data.workers import original_message, reported
+from harness.errors import DataError, VlbenchError
+
+
+class _Failing(torch.utils.data.Dataset):
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> int:
+        if index == 2:
+            if self.how == "error":
+                raise DataError("images/world_000002.png: cannot decode image (truncated?)")
+            os.kill(os.getpid(), signal.SIGKILL)  # an out-of-memory kill, as the kernel would do it
+        return index
+
+
+def test_a_worker_error_keeps_its_type_and_one_line_message() -> None:
+    loader = DataLoader(_Failing("error"), batch_size=1, num_workers=1)
+    with pytest.raises(DataError) as caught:
+        list(reported(iter(loader)))
+    assert str(caught.value) == "images/world_000002.png: cannot decode image (truncated?)"
+
+
+def test_a_killed_worker_is_reported_not_hung_on() -> None:
+    loader = DataLoader(_Failing("kill"), batch_size=1, num_workers=1, timeout=60)
+    with pytest.raises(VlbenchError, match=r"^a data-loader worker died \(.*\); out of memory\? Run with fewer --workers"):
+        list(reported(iter(loader)))
+
+
+def test_messages_that_are_not_wrapped_pass_unchanged() -> None:
+    assert original_message("x.png: image not found") == "x.png: image not found"
+    wrapped = ("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+               '  File "x.py", line 1, in f\nharness.errors.DataError: a: b c\n')
+    assert original_message(wrapped) == "a: b c"
+
+
+def test_run_with_workers_reports_a_bad_training_image_in_one_line(world: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A training image that fails to decode inside a DataLoader worker: exit 2 and one line naming the file."""
+    import harness.batches
+
+    real = harness.batches.load_image
+
+    def load(path, at_least=None):
+        if str(path).endswith(".png") and os.getpid() != parent:  # only in a worker: the main process is fine
+            raise DataError(f"{path}: cannot decode image (truncated?)")
+        return real(path, at_least)
+
+    parent = os.getpid()
+    monkeypatch.setattr(harness.batches, "load_image", load)  # forked workers inherit it
+    result = CliRunner().invoke(cli, ["run", "--model", "textonly", "--task", "vqa", "--data", str(world / "vqa.yaml"),
+                                      "--run-dir", str(tmp_path / "r"), "--epochs", "1", "--limit", "16",
+                                      "--pretraining", "none", "--workers", "1", "--threads", "1", "--no-progress"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and lines[0].endswith(".png: cannot decode image (truncated?)"), result.output
+    assert "Traceback" not in result.output and str(world / "images") in lines[0]
+
+
+def test_workers_are_recorded_in_the_config(world: Path, tmp_path: Path) -> None:
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(cli, ["run", "--model", "textonly", "--task", "nlvr2", "--data",
+                                          str(world / "nlvr2.yaml"), "--run-dir", str(tmp_path / "r"), "--epochs", "1",
+                                          "--limit", "16", "--pretraining", "none", "--workers", "1", "--threads", "1",
+                                          "--no-progress"])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert record["config"]["train"]["num_workers"] == 1
+    assert record["env"]["torch_threads"] == 1 and record["env"]["threads_chosen_by"] == "--threads"
+
+
+# --- the default thread count ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "slots"
+    monkeypatch.setenv(threads.SLOTS_ENV, str(folder))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(threads, "_slot", None)
+    return folder
+
+
+def _hold_slot(folder: Path) -> subprocess.Popen:
+    """Another vlbench-like process: registers its slot and waits."""
+    code = ("import os, sys; os.environ['VLBENCH_SLOTS'] = sys.argv[1]; from harness import threads; "
+            "threads.register(); print('ready', flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).resolve().parents[1])
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    return child
+
+
+def test_explicit_and_environment_counts_win(slots: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert threads.choose(3) == threads.ThreadChoice(3, "--threads")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert threads.choose(None) == threads.ThreadChoice(2, "OMP_NUM_THREADS")
+
+
+def test_default_is_a_share_of_the_cpus_among_running_vlbench_processes(slots: Path) -> None:
+    alone = threads.choose(None)
+    assert alone.threads == 4 and "with 0 other vlbench processes" in alone.reason
+    first = _hold_slot(slots)
+    second = _hold_slot(slots)
+    try:
+        shared = threads.choose(None)
+        assert shared.threads == 1 and "share of 4 usable CPUs with 2 other vlbench processes" in shared.reason
+    finally:
+        for child in (first, second):
+            child.kill()
+            child.wait()
+    # A process that died frees its slot: its stale file is not counted (and is cleaned up).
+    assert threads.choose(None).threads == 4
+    assert sorted(p.name for p in slots.iterdir()) == [f"slot-{os.getpid()}"]
+
+
+def test_usable_cpus_follow_the_affinity_mask() -> None:
+    assert 1 <= threads.usable_cpus() <= len(os.sched_getaffinity(0))
