@@ -12,6 +12,7 @@ import errno
 import io
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -176,7 +177,68 @@ def parse_json(text: str) -> Any:
 def read_json(path: str | Path) -> Any:
     """Read a JSON file; a missing or malformed file is a DataError naming it (and the line for bad JSON)."""
     path = Path(path)
-    text = read_untrusted_text(path)
+    return _parse_whole(path, read_untrusted(path))
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_MAX_JSON_DEPTH = 1000  # what json.loads reaches before RecursionError; records nested deeper are refused
+
+
+class NotAListFile(DataError):
+    """A JSON file that is not an object holding a list under the expected key."""
+
+
+def iter_json_list(path: str | Path, key: str) -> Iterator[Any]:
+    """The items of the list under the top-level ``key`` of the JSON object in ``path``, parsed one at a time.
+
+    For the official annotation files (VQA v2's train annotations: 4.4 million answer objects): ``read_json``
+    holds the whole parse tree at once, gigabytes at real size; this holds one record. Errors are ``read_json``'s
+    (a malformed file is re-parsed with ``json`` on failure, for its line and column; a file ``json`` accepts but
+    the streaming parser does not, such as a NaN, is read whole instead). A file that is not an object with a
+    ``key`` list raises :class:`NotAListFile` once the stream has shown it.
+    """
+    import ijson  # here: only the readers of large official files need it
+
+    path = Path(path)
+    data = read_untrusted(path)
+    state = {"shape": None, "depth": 0}
+
+    def watched(events: Iterator[tuple[str, str, Any]]) -> Iterator[tuple[str, str, Any]]:
+        for prefix, event, value in events:
+            if event in ("start_map", "start_array"):
+                state["depth"] += 1
+                if state["depth"] > _MAX_JSON_DEPTH:
+                    raise ValueError("nested too deeply")
+            elif event in ("end_map", "end_array"):
+                state["depth"] -= 1
+            if state["shape"] is None:
+                state["shape"] = event  # the top-level value's first event
+            if prefix == key and event == "start_array" and state["depth"] == 2:
+                state["shape"] = "list"
+            yield prefix, event, value
+
+    yielded = 0
+    try:
+        if _SURROGATE_ESCAPE.search(data):  # yajl turns a lone "\ud800" into "?" where json keeps it
+            raise ValueError("surrogate escapes: read whole")
+        for item in ijson.items(watched(ijson.parse(io.BytesIO(data), use_float=True)), f"{key}.item"):
+            yield item
+            yielded += 1
+    except (ijson.JSONError, ValueError, RecursionError):
+        # The exact error (line, column, UTF-8 offset) from the whole-file reader, or, where that reader accepts
+        # what the streaming one refused, the rest of the records from it.
+        whole = _parse_whole(path, data)
+        records = whole.get(key) if isinstance(whole, dict) else None
+        if not isinstance(records, list):
+            raise NotAListFile(f"{path}: expected a JSON object with a {key!r} list") from None
+        yield from records[yielded:]
+        return
+    if state["shape"] != "list":
+        raise NotAListFile(f"{path}: expected a JSON object with a {key!r} list")
+
+
+def _parse_whole(path: Path, data: bytes) -> Any:
+    text = _decode_text(path, data, "file")
     try:
         return parse_json(text)
     except json.JSONDecodeError as exc:

@@ -7,6 +7,7 @@ annotation a question, with the same image id.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from harness.data.spec import DatasetSpec, Problems, VqaSplitSpec, as_spec, paused_gc
 from harness.data.text import text_problem
 from harness.errors import DataError
-from harness.fileio import read_json
+from harness.fileio import NotAListFile, iter_json_list
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,35 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _records(path: Path, obj: Any, key: str, problems: Problems) -> list[Any]:
-    if not isinstance(obj, dict) or not isinstance(obj.get(key), list):
-        problems.add(f"{path}: expected a JSON object with a {key!r} list (official VQA v2 format)")
-        return []
-    return obj[key]
+class _Records:
+    """(index, record) of a file's ``key`` list, streamed (``iter_json_list``). A file that is not in the
+    official shape, or is malformed, is one problem and sets ``failed`` (the records before a syntax error were
+    already yielded: the caller drops what it read, as if the file had been rejected whole)."""
+
+    def __init__(self, path: Path, key: str, problems: Problems) -> None:
+        self.path, self.key, self.problems = path, key, problems
+        self.failed = False
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        try:
+            yield from enumerate(iter_json_list(self.path, self.key))
+        except NotAListFile:
+            self.failed = True
+            self.problems.add(f"{self.path}: expected a JSON object with a {self.key!r} list (official VQA v2 format)")
+        except DataError as exc:  # the file's (unreadable, malformed): the consumer's problems never reach here
+            self.failed = True
+            self.problems.add(str(exc))
+
+
+@dataclass(frozen=True)
+class _Annotation:
+    """What the examples keep of an annotation (the answer objects' other fields are not used)."""
+
+    image_id: Any
+    answers: tuple[str, ...]
+    answer_type: str | None
+    question_type: str | None
+    multiple_choice_answer: str | None
 
 
 def read_vqa_split(
@@ -70,15 +95,12 @@ def read_vqa_split(
 
 def _read_vqa_split(entry: VqaSplitSpec, problems: Problems, stats: VqaSplitStats) -> list[VqaExample]:
     qpath = entry.questions
-    try:
-        questions = _records(qpath, read_json(qpath), "questions", problems)
-    except DataError as exc:
-        problems.add(str(exc))
-        return []
-
     parsed: list[tuple[int, int, str]] = []
     seen: set[int] = set()
-    for index, q in enumerate(questions):
+    read = 0
+    questions = _Records(qpath, "questions", problems)
+    for index, q in questions:
+        read += 1
         where = f"{qpath}: questions[{index}]"
         if not isinstance(q, dict):
             problems.add(f"{where}: expected an object")
@@ -100,8 +122,10 @@ def _read_vqa_split(entry: VqaSplitSpec, problems: Problems, stats: VqaSplitStat
             problems.add(f"{where}: {problem}")
             continue
         parsed.append((qid, image_id, text))
+    if questions.failed:
+        return []
     stats.questions = len(parsed)
-    if not questions:
+    if not read:
         problems.add(f"{qpath}: no questions")
 
     annotations = _read_annotations(entry, parsed, seen, problems, stats) if entry.annotations else None
@@ -109,7 +133,7 @@ def _read_vqa_split(entry: VqaSplitSpec, problems: Problems, stats: VqaSplitStat
     examples: list[VqaExample] = []
     image_paths: dict[int, Path] = {}  # ~5 questions per image: fill and resolve each image once
     for qid, image_id, text in parsed:
-        ann: dict[str, Any] | None = None
+        ann: _Annotation | None = None
         if annotations is not None:
             ann = annotations.get(qid)
             if ann is None:  # reported by _read_annotations
@@ -128,10 +152,10 @@ def _read_vqa_split(entry: VqaSplitSpec, problems: Problems, stats: VqaSplitStat
                 image_id=image_id,
                 question=text,
                 image_path=path,
-                answers=tuple(a["answer"] for a in ann["answers"]) if ann else None,
-                answer_type=ann.get("answer_type") if ann else None,
-                question_type=ann.get("question_type") if ann else None,
-                multiple_choice_answer=ann.get("multiple_choice_answer") if ann else None,
+                answers=ann.answers if ann else None,
+                answer_type=ann.answer_type if ann else None,
+                question_type=ann.question_type if ann else None,
+                multiple_choice_answer=ann.multiple_choice_answer if ann else None,
             )
         )
     return examples
@@ -143,18 +167,14 @@ def _read_annotations(
     all_question_ids: set[int],
     problems: Problems,
     stats: VqaSplitStats,
-) -> dict[int, dict[str, Any]]:
+) -> dict[int, _Annotation]:
     apath = entry.annotations
     assert apath is not None
-    try:
-        records = _records(apath, read_json(apath), "annotations", problems)
-    except DataError as exc:
-        problems.add(str(exc))
-        return {}
     image_of = {qid: image_id for qid, image_id, _ in parsed}
-    by_question: dict[int, dict[str, Any]] = {}
+    by_question: dict[int, _Annotation] = {}
     duplicates: set[int] = set()
-    for index, ann in enumerate(records):
+    records = _Records(apath, "annotations", problems)
+    for index, ann in records:
         where = f"{apath}: annotations[{index}]"
         if not isinstance(ann, dict):
             problems.add(f"{where}: expected an object")
@@ -192,14 +212,18 @@ def _read_annotations(
                 problems.add(f"{where}: {key} must be a string, got {ann[key]!r}")
                 break
         else:
-            by_question[qid] = ann
+            by_question[qid] = _Annotation(ann.get("image_id"), tuple(a["answer"] for a in answers),
+                                           ann.get("answer_type"), ann.get("question_type"),
+                                           ann.get("multiple_choice_answer"))
+    if records.failed:
+        return {}
     for qid, _, _ in parsed:
         if qid not in by_question and qid not in duplicates:
             problems.add(f"{entry.questions}: question_id {qid}: no annotation in {apath}")
     stats.annotations = len(by_question)
-    stats.answer_counts = [len(a["answers"]) for a in by_question.values()]
+    stats.answer_counts = [len(a.answers) for a in by_question.values()]
     stats.answers = sum(stats.answer_counts)
     for ann in by_question.values():
-        kind = ann.get("answer_type") or "unknown"
+        kind = ann.answer_type or "unknown"
         stats.answer_types[kind] = stats.answer_types.get(kind, 0) + 1
     return by_question
