@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.spec import DatasetSpec, KarpathySplitSpec, Problems, as_spec, paused_gc
+from harness.data.streamed import StreamedRecords
 from harness.data.text import text_problem
 from harness.errors import DataError, PathEscapeError
-from harness.fileio import read_json, resolve_inside
+from harness.fileio import resolve_inside
 
 
 @dataclass(frozen=True)
@@ -64,20 +65,13 @@ def read_karpathy_split(entry: KarpathySplitSpec, problems: Problems) -> list[Re
 
 def _read_karpathy_split(entry: KarpathySplitSpec, problems: Problems) -> list[RetrievalImage]:
     path = entry.karpathy
-    try:
-        data = read_json(path)
-    except DataError as exc:
-        problems.add(str(exc))
-        return []
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        problems.add(f"{path}: expected a JSON object with an 'images' list (Karpathy split format)")
-        return []
+    records = StreamedRecords(path, "images", problems, "Karpathy split format")
     wanted = set(entry.splits)
     found: dict[str, int] = {name: 0 for name in entry.splits}
     present: set[str] = set()
     seen: dict[str, int] = {}
     images: list[RetrievalImage] = []
-    for index, item in enumerate(data["images"]):
+    for index, item in records:
         where = f"{path}: images[{index}]"
         if not isinstance(item, dict):
             problems.add(f"{where}: expected an object")
@@ -134,6 +128,8 @@ def _read_karpathy_split(entry: KarpathySplitSpec, problems: Problems) -> list[R
                     cocoid=_optional_int(item.get("cocoid")),
                 )
             )
+    if records.failed:
+        return []
     for name, count in found.items():
         if count == 0:
             problems.add(f"{path}: no images with split {name!r} "

@@ -7,15 +7,14 @@ annotation a question, with the same image id.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.data.spec import DatasetSpec, Problems, VqaSplitSpec, as_spec, paused_gc
+from harness.data.streamed import StreamedRecords
 from harness.data.text import text_problem
 from harness.errors import DataError
-from harness.fileio import NotAListFile, iter_json_list
 
 
 @dataclass(frozen=True)
@@ -54,26 +53,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class _Records:
-    """(index, record) of a file's ``key`` list, streamed (``iter_json_list``). A file that is not in the
-    official shape, or is malformed, is one problem and sets ``failed`` (the records before a syntax error were
-    already yielded: the caller drops what it read, as if the file had been rejected whole)."""
-
-    def __init__(self, path: Path, key: str, problems: Problems) -> None:
-        self.path, self.key, self.problems = path, key, problems
-        self.failed = False
-
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
-        try:
-            yield from enumerate(iter_json_list(self.path, self.key))
-        except NotAListFile:
-            self.failed = True
-            self.problems.add(f"{self.path}: expected a JSON object with a {self.key!r} list (official VQA v2 format)")
-        except DataError as exc:  # the file's (unreadable, malformed): the consumer's problems never reach here
-            self.failed = True
-            self.problems.add(str(exc))
-
-
 @dataclass(frozen=True)
 class _Annotation:
     """What the examples keep of an annotation (the answer objects' other fields are not used)."""
@@ -98,7 +77,7 @@ def _read_vqa_split(entry: VqaSplitSpec, problems: Problems, stats: VqaSplitStat
     parsed: list[tuple[int, int, str]] = []
     seen: set[int] = set()
     read = 0
-    questions = _Records(qpath, "questions", problems)
+    questions = StreamedRecords(qpath, "questions", problems, "official VQA v2 format")
     for index, q in questions:
         read += 1
         where = f"{qpath}: questions[{index}]"
@@ -173,7 +152,7 @@ def _read_annotations(
     image_of = {qid: image_id for qid, image_id, _ in parsed}
     by_question: dict[int, _Annotation] = {}
     duplicates: set[int] = set()
-    records = _Records(apath, "annotations", problems)
+    records = StreamedRecords(apath, "annotations", problems, "official VQA v2 format")
     for index, ann in records:
         where = f"{apath}: annotations[{index}]"
         if not isinstance(ann, dict):
