@@ -265,11 +265,13 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
 def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: Path | None = None,
                         splits: tuple[str, ...] | None = None, device_name: str = "auto", overwrite: bool = False,
                         progress: bool = True, limit: int | None = None, rerank: Rerank | None = None,
-                        precision: str = "auto", features: Path | None = None) -> dict[str, Any]:
+                        precision: str = "auto", features: Path | None = None,
+                        workers: int | None = None) -> dict[str, Any]:
     """Score a saved checkpoint on a dataset without training; writes the same files as ``run``.
 
     ``rerank`` (retrieval only): score just the top-k candidates of a first-stage score matrix. ``features``:
-    the imported region features a region checkpoint trained on them reads (``run --features``)."""
+    the imported region features a region checkpoint trained on them reads (``run --features``). ``workers``:
+    DataLoader workers that decode the evaluation batches (default: the checkpoint's training config's)."""
     meta = read_checkpoint_meta(checkpoint)
     if meta.get("task") != task_name:
         raise VlbenchError(f"{checkpoint}: a {meta.get('task')!r} checkpoint cannot be evaluated on task {task_name!r} "
@@ -284,7 +286,9 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
         seed_everything(int(meta.get("seed", 0)))
         setup = ModelSetup.from_dict(meta["model_config"])
         train_config = TrainConfig.from_dict(meta["train_config"])
-        task: Task = task_cls(spec, ImageTensors(setup.visual.image_size),
+        if workers is not None:
+            train_config = train_config.with_overrides(num_workers=workers)
+        task: Task = task_cls(spec, ImageTensors(setup.visual.image_size, processes=1 + train_config.num_workers),
                               TextBatcher(load_tokenizer(), train_config.max_text_len), train_config,
                               state=meta.get("task_state"), limit=limit)
         if rerank is not None:

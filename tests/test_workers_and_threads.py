@@ -143,3 +143,27 @@ def test_default_is_a_share_of_the_cpus_among_running_vlbench_processes(slots: P
 
 def test_usable_cpus_follow_the_affinity_mask() -> None:
     assert 1 <= threads.usable_cpus() <= len(os.sched_getaffinity(0))
+
+
+def test_evaluation_in_workers_scores_exactly_as_the_main_process(world: Path, tmp_path: Path) -> None:
+    """`eval --workers 2` decodes the image blocks in two processes: same scores, in the same order."""
+    before = torch.get_num_threads()
+    try:
+        common = ["--no-progress", "--threads", "1"]
+        result = CliRunner().invoke(cli, ["run", "--model", "pixelbert", "--task", "retrieval", "--data",
+                                          str(world / "retrieval.yaml"), "--run-dir", str(tmp_path / "r"), "--epochs",
+                                          "1", "--limit", "40", "--pretraining", "none", *common])
+        assert result.exit_code == 0, result.output
+        scores = {}
+        for workers in ("0", "2"):
+            out = tmp_path / f"eval-{workers}"
+            result = CliRunner().invoke(cli, ["eval", "--checkpoint", str(tmp_path / "r" / "checkpoint.safetensors"),
+                                              "--task", "retrieval", "--data", str(world / "retrieval.yaml"),
+                                              "--split", "test", "--limit", "40", "--run-dir", str(out),
+                                              "--workers", workers, *common])
+            assert result.exit_code == 0, result.output
+            scores[workers] = (out / "scores_test.npy").read_bytes()
+            assert json.loads((out / "run.json").read_text())["config"]["train"]["num_workers"] == int(workers)
+    finally:
+        torch.set_num_threads(before)
+    assert scores["0"] == scores["2"]

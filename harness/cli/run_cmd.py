@@ -211,10 +211,11 @@ def _parse_seeds(text: str) -> list[int]:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 @threads_option
+@workers_option
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage, features, device, precision,
-          overwrite, no_progress) -> None:
+          workers, overwrite, no_progress) -> None:
     """Score a saved checkpoint on a dataset without training; writes the same files as `run`."""
     from harness.experiment import evaluate_checkpoint
     from harness.tasks.rerank import Rerank
@@ -230,7 +231,7 @@ def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage,
         rerank = Rerank.itc(rerank_k)
     record = evaluate_checkpoint(checkpoint, task, run_dir, data=data, splits=tuple(splits) or None,
                                  device_name=device, overwrite=overwrite, progress=not no_progress, limit=limit,
-                                 rerank=rerank, precision=precision, features=features)
+                                 rerank=rerank, precision=precision, features=features, workers=workers)
     if distributed.is_main():
         click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
         for line in _meanings(record):

@@ -9,10 +9,10 @@ its preset budget adjustments, so ``compare``, ``check`` and ``bench`` read that
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -23,6 +23,8 @@ from harness.data.spec import DatasetSpec
 from harness.errors import VlbenchError
 from harness.runtime import Runtime
 from harness.training.config import TrainConfig
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,24 @@ class Task(ABC):
         The split fingerprints cover exactly what was used, so such runs never compare with full ones."""
         self._examples: dict[str, Sequence] = {}
         self.restore_state(state or {})
+
+    def eval_batches(self, items: Sequence[T], size: int,
+                     collate: Callable[[Sequence[T]], dict[str, Any]]) -> Iterator[tuple[Sequence[T], dict[str, Any]]]:
+        """``items`` in chunks of ``size``, each with ``collate(chunk)`` (decoded images, tokens): made in the
+        training config's DataLoader workers when it has any, so evaluation decodes in parallel as training does
+        (order kept; a worker's failure is the main process's one-line error)."""
+        chunks = [items[start:start + size] for start in range(0, len(items), size)]
+        if self.config.num_workers == 0 or len(chunks) < 2:
+            for chunk in chunks:
+                yield chunk, collate(chunk)
+            return
+        from torch.utils.data import DataLoader
+
+        from harness.data.workers import reported
+
+        # batch_size=None: each chunk is one item and collate_fn turns it into its batch inside a worker.
+        loader = DataLoader(chunks, batch_size=None, collate_fn=collate, num_workers=self.config.num_workers)
+        yield from zip(chunks, reported(iter(loader)), strict=True)
 
     @classmethod
     def accepted_spec_tasks(cls) -> tuple[str, ...]:

@@ -109,9 +109,9 @@ class Nlvr2Task(Task):
         local = shard(examples)  # several processes: each predicts its share, gathered in order below
         size = max(1, self.config.eval_batch_size // 2)
         predicted: list[bool] = []
-        for start in tqdm(range(0, len(local), size), desc=f"nlvr2 {split}", disable=not progress or not is_main(),
-                          leave=False, unit="batch"):
-            batch = {k: v.to(runtime.device) for k, v in self._batch(local[start:start + size]).items()}
+        for _, batch in tqdm(self.eval_batches(local, size, self._batch), total=-(-len(local) // size),
+                             desc=f"nlvr2 {split}", disable=not progress or not is_main(), leave=False, unit="batch"):
+            batch = {k: v.to(runtime.device) for k, v in batch.items()}
             with runtime.autocast():
                 logits = pair_logits(model, head, batch)
             predicted += finite_outputs(logits, self.name, split).argmax(dim=1).bool().tolist()

@@ -272,10 +272,10 @@ class RetrievalTask(Task):
         bar = tqdm(total=pairs, desc=f"retrieval {split}", disable=not progress or not is_main(),
                    leave=False, unit="pair", unit_scale=True)
         image_block = max(1, self.config.eval_batch_size // 8)
-        for start in range(0, len(images), image_block):
-            block = images[start:start + image_block]
+        for index, (block, pixels) in enumerate(self.eval_batches(images, image_block, self._pixels)):
+            start = index * image_block
             with runtime.autocast():
-                visual = model.encode_images(self.images.batch([i.path for i in block]).to(device))
+                visual = model.encode_images(pixels["images"].to(device))
             for offset in range(len(block)):
                 for columns, tokens in batches:
                     ids, mask = tokens["input_ids"], tokens["attention_mask"]
@@ -294,6 +294,9 @@ class RetrievalTask(Task):
         bar.close()
         return np.stack(gather_concat(list(scores))) if world_size() > 1 else scores
 
+    def _pixels(self, images: Sequence[RetrievalImage]) -> dict[str, torch.Tensor]:
+        return {"images": self.images.batch([i.path for i in images])}
+
     @torch.no_grad()
     def itc_scores(self, model: nn.Module, head: RetrievalHead, split: str, runtime: Runtime) -> np.ndarray:
         """The ITC first stage: cosine similarity of every image and caption embedding, [n_images, n_captions]
@@ -305,9 +308,9 @@ class RetrievalTask(Task):
         empty = {k: v.to(device) for k, v in self.empty_text().items()}
         size = self.config.eval_batch_size
         image_rows = []
-        for start in range(0, len(images), size):
+        for _, pixels in self.eval_batches(images, size, self._pixels):
             with runtime.autocast():
-                visual = model.encode_images(self.images.batch([i.path for i in images[start:start + size]]).to(device))
+                visual = model.encode_images(pixels["images"].to(device))
                 image_rows.append(image_embeddings(model, head.itc, visual, empty["input_ids"], empty["attention_mask"]))
         captions: list[torch.Tensor | None] = [None] * len(self.texts(split))
         for columns, tokens in self.caption_batches(split):

@@ -121,6 +121,9 @@ class VqaTask(Task):
         # Summed over answers (UNITER / bottom-up convention) so the gradient does not shrink with the vocabulary.
         return F.binary_cross_entropy_with_logits(logits, batch["targets"], reduction="mean") * logits.shape[1]
 
+    def _eval_batch(self, examples: Sequence[VqaExample]) -> dict[str, torch.Tensor]:
+        return {"images": self.images.batch([e.image_path for e in examples]), **self.text([e.question for e in examples])}
+
     @torch.no_grad()
     def evaluate(self, model: nn.Module, head: nn.Module, split: str, runtime: Runtime,
                  progress: bool = True) -> Evaluation:
@@ -130,13 +133,11 @@ class VqaTask(Task):
         local = shard(examples)  # several processes: each predicts its share, gathered in order below
         size = self.config.eval_batch_size
         answers: list[str] = []
-        for start in tqdm(range(0, len(local), size), desc=f"vqa {split}", disable=not progress or not is_main(),
-                          leave=False, unit="batch"):
-            chunk = local[start:start + size]
-            images = self.images.batch([e.image_path for e in chunk]).to(runtime.device)
-            text = {k: v.to(runtime.device) for k, v in self.text([e.question for e in chunk]).items()}
+        for _, batch in tqdm(self.eval_batches(local, size, self._eval_batch), total=-(-len(local) // size), desc=f"vqa {split}", leave=False, unit="batch",
+                             disable=not progress or not is_main()):
+            batch = {k: v.to(runtime.device) for k, v in batch.items()}
             with runtime.autocast():
-                logits = head(model(text["input_ids"], text["attention_mask"], images).pooled)
+                logits = head(model(batch["input_ids"], batch["attention_mask"], batch["images"]).pooled)
             answers += [self.answers[i] for i in finite_outputs(logits, self.name, split).argmax(dim=1).tolist()]
         answers = gather_concat(answers)
         results = [{"question_id": e.question_id, "answer": a} for e, a in zip(examples, answers)]
