@@ -3,11 +3,13 @@
 torch's own default is one thread per core, whatever else runs: two runs on a 2-core machine then keep four
 threads busy-waiting for two cores, and each slows far more than twice (measured: a tiny pixelbert run trained at
 about 200 samples/s alone and at 3 samples/s beside four other jobs that each took every core). So by default each
-vlbench process takes ``CPUs // N``, where CPUs are the ones this process may use (affinity and the cgroup's CPU
-quota) and N counts the vlbench processes running on this machine now, itself included. Each process holds a lock
-on a slot file for as long as it lives; counting the locked slots counts the live processes, and a killed one
-frees its slot with its file descriptors. The count is taken once, at start: a run's thread count never changes
-mid-run (CPU float sums depend on it, so results would too), and run.json records it with the reason.
+vlbench process takes ``min(CPUs // N, CPUs - T)`` (at least 1), where CPUs are the ones this process may use
+(affinity and the cgroup's CPU quota), N counts the vlbench processes running on this machine now, itself
+included, and T is the threads the others already use (one started alone took every CPU; one given ``--threads``
+uses that many). Each process holds a lock on a slot file holding its thread count for as long as it lives;
+reading the locked slots counts the live processes, and a killed one frees its slot with its file descriptors.
+The count is taken once, at start: a run's thread count never changes mid-run (CPU float sums depend on it, so
+results would too), and run.json records it with the reason.
 """
 
 from __future__ import annotations
@@ -58,48 +60,63 @@ def _slots_dir() -> Path:
     return folder
 
 
-def _held(path: Path) -> bool:
-    """Whether a live process holds ``path``'s lock (a slot nobody holds is stale: removed)."""
+def _threads_of(path: Path) -> int | None:
+    """The thread count of the live process holding ``path`` (1 until it has written it), or None for a stale
+    slot nobody holds (removed)."""
     try:
-        with path.open("a") as handle:
+        with path.open("a+") as handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
             except OSError:
-                return True
+                handle.seek(0)
+                text = handle.read(32).strip()
+                return int(text) if text.isdigit() and int(text) > 0 else 1
         path.unlink(missing_ok=True)
     except OSError:
         pass
-    return False
+    return None
 
 
-def register() -> int:
-    """Hold this process's slot (once) and return how many vlbench processes hold one now, this one included."""
+def register() -> list[int]:
+    """Hold this process's slot (once); the thread counts of the other vlbench processes holding one now."""
     global _slot
     folder = _slots_dir()
     mine = folder / f"slot-{os.getpid()}"
     if _slot is None:
-        handle = mine.open("a")
+        handle = mine.open("a+")
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # our own new file: never contended
         _slot = handle
-    return 1 + sum(1 for path in folder.glob("slot-*") if path != mine and _held(path))
+    counts = (_threads_of(path) for path in folder.glob("slot-*") if path != mine)
+    return [count for count in counts if count is not None]
+
+
+def _publish(threads: int) -> None:
+    """Write this process's thread count into its slot, for the processes that start after it."""
+    if _slot is not None:
+        _slot.seek(0)
+        _slot.truncate()
+        _slot.write(str(threads))
+        _slot.flush()
 
 
 def choose(explicit: int | None = None) -> ThreadChoice:
     """The thread count for this process (see the module docstring), without applying it."""
+    try:
+        others = register()  # also with an explicit count: the processes after this one must see it
+    except OSError:  # no writable temp dir
+        others = None
     if explicit is not None:
         return ThreadChoice(explicit, "--threads")
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return ThreadChoice(int(env), "OMP_NUM_THREADS")
     cpus = usable_cpus()
-    try:
-        processes = register()
-    except OSError:  # no writable temp dir: fall back to every usable CPU, and say so
+    if others is None:
         return ThreadChoice(cpus, f"all {cpus} usable CPUs (could not count other vlbench processes)")
-    threads = max(1, cpus // processes)
-    others = processes - 1
-    return ThreadChoice(threads, f"share of {cpus} usable CPUs with {others} other vlbench process"
-                                 f"{'es' if others != 1 else ''} running")
+    threads = max(1, min(cpus // (1 + len(others)), cpus - sum(others)))
+    n = len(others)
+    return ThreadChoice(threads, f"share of {cpus} usable CPUs with {n} other vlbench process{'es' if n != 1 else ''} "
+                                 f"running ({sum(others)} threads)")
 
 
 def apply(explicit: int | None = None) -> ThreadChoice:
@@ -109,6 +126,10 @@ def apply(explicit: int | None = None) -> ThreadChoice:
     global _choice
     _choice = choose(explicit)
     torch.set_num_threads(_choice.threads)
+    try:
+        _publish(_choice.threads)
+    except OSError:
+        pass
     return _choice
 
 

@@ -108,37 +108,50 @@ def slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
-def _hold_slot(folder: Path) -> subprocess.Popen:
-    """Another vlbench-like process: registers its slot and waits."""
+def _hold_slot(folder: Path, threads_used: int) -> subprocess.Popen:
+    """Another vlbench process: registers its slot with the thread count it uses, and waits."""
     code = ("import os, sys; os.environ['VLBENCH_SLOTS'] = sys.argv[1]; from harness import threads; "
-            "threads.register(); print('ready', flush=True); sys.stdin.read()")
-    child = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             text=True, cwd=Path(__file__).resolve().parents[1])
+            "threads.register(); threads._publish(int(sys.argv[2])); print('ready', flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder), str(threads_used)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     assert child.stdout is not None and child.stdout.readline().strip() == "ready"
     return child
 
 
 def test_explicit_and_environment_counts_win(slots: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert threads.choose(3) == threads.ThreadChoice(3, "--threads")
+    assert (slots / f"slot-{os.getpid()}").is_file()  # counted by the processes that start after it
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert threads.choose(None) == threads.ThreadChoice(2, "OMP_NUM_THREADS")
 
 
-def test_default_is_a_share_of_the_cpus_among_running_vlbench_processes(slots: Path) -> None:
-    alone = threads.choose(None)
-    assert alone.threads == 4 and "with 0 other vlbench processes" in alone.reason
-    first = _hold_slot(slots)
-    second = _hold_slot(slots)
+@pytest.mark.parametrize("others, expected", [
+    ((), 4),  # alone: every usable CPU
+    ((1,), 2),  # beside a one-thread job: half
+    ((1, 1), 1),  # three processes on four CPUs: a third, rounded down
+    ((4,), 1),  # beside a job that took all four when it started alone: what is left, at least one
+    ((2,), 2),
+])
+def test_default_is_a_share_of_the_cpus_left_by_running_vlbench_processes(slots: Path, others: tuple[int, ...],
+                                                                         expected: int) -> None:
+    children = [_hold_slot(slots, n) for n in others]
     try:
-        shared = threads.choose(None)
-        assert shared.threads == 1 and "share of 4 usable CPUs with 2 other vlbench processes" in shared.reason
+        choice = threads.choose(None)
+        assert choice.threads == expected
+        assert f"share of 4 usable CPUs with {len(others)} other vlbench process" in choice.reason
     finally:
-        for child in (first, second):
+        for child in children:
             child.kill()
             child.wait()
-    # A process that died frees its slot: its stale file is not counted (and is cleaned up).
+
+
+def test_a_process_that_died_frees_its_slot(slots: Path) -> None:
+    child = _hold_slot(slots, 4)
+    assert threads.choose(None).threads == 1
+    child.kill()
+    child.wait()
     assert threads.choose(None).threads == 4
-    assert sorted(p.name for p in slots.iterdir()) == [f"slot-{os.getpid()}"]
+    assert sorted(p.name for p in slots.iterdir()) == [f"slot-{os.getpid()}"]  # the stale file is cleaned up
 
 
 def test_usable_cpus_follow_the_affinity_mask() -> None:
