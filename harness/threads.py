@@ -5,8 +5,11 @@ threads busy-waiting for two cores, and each slows far more than twice (measured
 about 200 samples/s alone and at 3 samples/s beside four other jobs that each took every core). So by default each
 vlbench process takes ``min(CPUs // N, CPUs - T)`` (at least 1), where CPUs are the ones this process may use
 (affinity and the cgroup's CPU quota), N counts the vlbench processes running on this machine now, itself
-included, and T is the threads the others already use (one started alone took every CPU; one given ``--threads``
-uses that many). Each process holds a lock on a slot file holding its thread count for as long as it lives;
+included, and T is the CPUs already busy: the larger of the threads the other vlbench processes use (one started
+alone took every CPU; one given ``--threads`` uses that many) and the machine's CPU use over a quarter second
+before the choice (``/proc/stat``), which also sees jobs that are not vlbench. Measured here: a tiny pre-training
+on the 2-core CPU ran at 117 samples/s alone with 2 threads and at 5.3 samples/s with 2 threads beside one
+single-thread job (OpenMP threads wait for a core the other job holds); that is what this choice avoids. Each process holds a lock on a slot file holding its thread count for as long as it lives;
 reading the locked slots counts the live processes, and a killed one frees its slot with its file descriptors.
 The count is taken once, at start: a run's thread count never changes mid-run (CPU float sums depend on it, so
 results would too), and run.json records it with the reason.
@@ -18,6 +21,7 @@ import fcntl
 import math
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +56,27 @@ def usable_cpus() -> int:
     except (OSError, ValueError):
         pass
     return max(1, cpus)
+
+
+def busy_cpus(window: float = 0.25) -> float | None:
+    """CPUs the machine kept busy over ``window`` seconds (all processes; this one sleeps meanwhile), from
+    ``/proc/stat``; None where it cannot be read (not Linux)."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle  # user..steal; guest time is already counted in user
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(window)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    elapsed = total1 - total0
+    if elapsed <= 0:
+        return None
+    return (elapsed - (idle1 - idle0)) / elapsed * (os.cpu_count() or 1)
 
 
 def _slots_dir() -> Path:
@@ -111,12 +136,14 @@ def choose(explicit: int | None = None) -> ThreadChoice:
     if env.isdigit() and int(env) > 0:
         return ThreadChoice(int(env), "OMP_NUM_THREADS")
     cpus = usable_cpus()
-    if others is None:
-        return ThreadChoice(cpus, f"all {cpus} usable CPUs (could not count other vlbench processes)")
-    threads = max(1, min(cpus // (1 + len(others)), cpus - sum(others)))
-    n = len(others)
-    return ThreadChoice(threads, f"share of {cpus} usable CPUs with {n} other vlbench process{'es' if n != 1 else ''} "
-                                 f"running ({sum(others)} threads)")
+    busy = busy_cpus()
+    in_use = max(sum(others or ()), round(busy) if busy is not None else 0)
+    n = len(others) if others is not None else 0
+    threads = max(1, min(cpus // (1 + n), cpus - in_use))
+    load = f"{busy:.1f} CPUs busy" if busy is not None else "CPU use unknown"
+    counted = (f"{n} other vlbench process{'es' if n != 1 else ''} running ({sum(others)} threads)"
+               if others is not None else "other vlbench processes not counted")
+    return ThreadChoice(threads, f"share of {cpus} usable CPUs: {counted}, {load}")
 
 
 def apply(explicit: int | None = None) -> ThreadChoice:

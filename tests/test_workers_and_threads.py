@@ -104,6 +104,7 @@ def slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(threads.SLOTS_ENV, str(folder))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
+    monkeypatch.setattr(threads, "busy_cpus", lambda: 0.0)  # an idle machine unless a test says otherwise
     monkeypatch.setattr(threads, "_slot", None)
     return folder
 
@@ -138,11 +139,35 @@ def test_default_is_a_share_of_the_cpus_left_by_running_vlbench_processes(slots:
     try:
         choice = threads.choose(None)
         assert choice.threads == expected
-        assert f"share of 4 usable CPUs with {len(others)} other vlbench process" in choice.reason
+        assert f"share of 4 usable CPUs: {len(others)} other vlbench process" in choice.reason
     finally:
         for child in children:
             child.kill()
             child.wait()
+
+
+@pytest.mark.parametrize("busy, others, expected", [
+    (1.2, (), 3),  # one job that is not vlbench keeps a CPU busy
+    (3.9, (), 1),
+    (1.0, (2,), 2),  # the vlbench process's 2 threads are what keeps the machine busy: not counted twice
+    (None, (), 4),  # CPU use unknown (not Linux): the process count alone
+])
+def test_busy_cpus_that_no_vlbench_process_holds_are_left_alone(slots: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                busy: float | None, others: tuple[int, ...],
+                                                                expected: int) -> None:
+    monkeypatch.setattr(threads, "busy_cpus", lambda: busy)
+    children = [_hold_slot(slots, n) for n in others]
+    try:
+        assert threads.choose(None).threads == expected
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def test_busy_cpus_measures_the_machine() -> None:
+    busy = threads.busy_cpus(0.05)
+    assert busy is not None and 0.0 <= busy <= os.cpu_count() + 0.01
 
 
 def test_a_process_that_died_frees_its_slot(slots: Path) -> None:
