@@ -88,10 +88,20 @@ class FeatureCache:
         except (OSError, ValueError) as exc:
             raise VlbenchError(f"{self.path}: unreadable region feature cache ({type(exc).__name__}: {exc}); "
                                "delete it to rebuild") from None
+        if not (isinstance(self.ids, list) and isinstance(self.digests, list)
+                and all(isinstance(v, str) for v in (*self.ids, *self.digests))):
+            raise VlbenchError(f"{self.path}: inconsistent region feature cache (ids and digests must be lists of "
+                               "strings); delete it")
         n = len(self.ids)
-        if len(self.digests) != n or self.offsets.shape != (n + 1,) or self.features.shape[0] != self.offsets[-1] \
+        if len(self.digests) != n or self.offsets.shape != (n + 1,) or self.offsets.dtype.kind not in "iu" \
+                or self.features.ndim != 2 or self.features.shape[0] != self.offsets[-1] \
                 or self.boxes.shape != (self.features.shape[0], 4):
             raise VlbenchError(f"{self.path}: inconsistent region feature cache (array sizes disagree); delete it")
+        # Image i owns rows offsets[i]:offsets[i + 1]: a decreasing or negative offset would hand an image another
+        # image's rows (or none) without any error, so the whole array is checked once here.
+        if self.offsets[0] != 0 or (np.diff(self.offsets) < 0).any():
+            raise VlbenchError(f"{self.path}: inconsistent region feature cache (offsets.npy must start at 0 and "
+                               "never decrease); delete it")
         self.index = {image_id: i for i, image_id in enumerate(self.ids)}
 
     @property
@@ -109,8 +119,14 @@ class FeatureCache:
         return image_id in self.index
 
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``i``'s features and boxes (memory-mapped), checked to be finite as they are read: the features
+        file can be tens of GB, too much to check at open."""
         begin, end = int(self.offsets[i]), int(self.offsets[i + 1])
-        return self.features[begin:end], self.boxes[begin:end]
+        features, boxes = self.features[begin:end], self.boxes[begin:end]
+        if not (np.isfinite(features).all() and np.isfinite(boxes).all()):
+            raise VlbenchError(f"{self.path}: image {self.ids[i]}: its cached features or boxes are not all finite; "
+                               "delete the cache to rebuild it (or re-import the features)")
+        return features, boxes
 
     def get(self, image_id: str) -> CachedImage:
         i = self.index[image_id]

@@ -72,3 +72,20 @@ def test_a_failure_midway_leaves_no_cache_and_no_temporary_folder(tmp_path: Path
     with pytest.raises(VlbenchError, match="appears twice"):
         write_cache(tmp_path / "cache", STAMP, stream(), feature_dim=5)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_cache_whose_offsets_give_images_other_rows_is_refused(tmp_path: Path) -> None:
+    """Decreasing offsets would hand an image another image's rows without any error: refused at open."""
+    write_cache(tmp_path / "cache", STAMP, iter([_image(0), _image(1), _image(2)]), feature_dim=5)
+    np.save(tmp_path / "cache/offsets.npy", np.asarray([0, 6, 3, 9], dtype=np.int64))
+    with pytest.raises(VlbenchError, match="offsets.npy must start at 0 and never decrease"):
+        open_cache(tmp_path / "cache", expect=STAMP, feature_dim=5)
+
+
+def test_non_finite_cached_features_are_an_error_naming_the_image(tmp_path: Path) -> None:
+    bad = _image(1)
+    bad.features[1, 2] = np.nan
+    cache = write_cache(tmp_path / "cache", STAMP, iter([_image(0), bad]), feature_dim=5)
+    assert cache.get("0").features.shape == (3, 5)
+    with pytest.raises(VlbenchError, match=r"image 1: its cached features or boxes are not all finite"):
+        cache.get("1")
