@@ -20,6 +20,13 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # The default thread count shares the CPUs among the vlbench processes running now: count only this session's
     # (the test process and what it starts), so a run elsewhere on the machine cannot change a test's numbers.
     os.environ["VLBENCH_SLOTS"] = str(tmp_path_factory.mktemp("vlbench-slots"))
+    # And a fixed thread count for every command a test runs (torch's default, as before the share existed): the
+    # share follows the machine's CPU use, and two runs a test compares must not get different counts (CPU float
+    # sums depend on it). tests/test_workers_and_threads.py checks the share itself.
+    if not os.environ.get("OMP_NUM_THREADS"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
 
 
 @pytest.fixture(scope="session")
