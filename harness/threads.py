@@ -1,4 +1,5 @@
-"""How many CPU threads torch gets: ``--threads``, else ``OMP_NUM_THREADS``, else this process's share.
+"""How many CPU threads torch gets: ``--threads``, else ``OMP_NUM_THREADS`` or ``VLBENCH_THREADS``, else this
+process's share.
 
 torch's own default is one thread per core, whatever else runs: two runs on a 2-core machine then keep four
 threads busy-waiting for two cores, and each slows far more than twice (measured: a tiny pixelbert run trained at
@@ -25,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+THREADS_ENV = "VLBENCH_THREADS"
+"""A fixed thread count for every vlbench command (as ``--threads``), without setting OpenMP's for other programs."""
 SLOTS_ENV = "VLBENCH_SLOTS"
 """Folder of the slot files (default: a per-user folder in the system temp dir; machine-local on purpose)."""
 
@@ -132,9 +135,10 @@ def choose(explicit: int | None = None) -> ThreadChoice:
         others = None
     if explicit is not None:
         return ThreadChoice(explicit, "--threads")
-    env = os.environ.get("OMP_NUM_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return ThreadChoice(int(env), "OMP_NUM_THREADS")
+    for name in ("OMP_NUM_THREADS", THREADS_ENV):  # OpenMP's first: torchrun sets it to 1 for its ranks
+        env = os.environ.get(name, "").strip()
+        if env.isdigit() and int(env) > 0:
+            return ThreadChoice(int(env), name)
     cpus = usable_cpus()
     busy = busy_cpus()
     in_use = max(sum(others or ()), round(busy) if busy is not None else 0)

@@ -23,10 +23,11 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # And a fixed thread count for every command a test runs (torch's default, as before the share existed): the
     # share follows the machine's CPU use, and two runs a test compares must not get different counts (CPU float
     # sums depend on it). tests/test_workers_and_threads.py checks the share itself.
-    if not os.environ.get("OMP_NUM_THREADS"):
+    # VLBENCH_THREADS, not OMP_NUM_THREADS: torchrun's ranks started by a test keep the 1 thread torchrun gives them.
+    if not os.environ.get("VLBENCH_THREADS"):
         import torch
 
-        os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
+        os.environ["VLBENCH_THREADS"] = str(torch.get_num_threads())
 
 
 @pytest.fixture(scope="session")

@@ -103,6 +103,7 @@ def slots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "slots"
     monkeypatch.setenv(threads.SLOTS_ENV, str(folder))
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv(threads.THREADS_ENV, raising=False)
     monkeypatch.setattr(threads, "usable_cpus", lambda: 4)
     monkeypatch.setattr(threads, "busy_cpus", lambda: 0.0)  # an idle machine unless a test says otherwise
     monkeypatch.setattr(threads, "_slot", None)
@@ -122,7 +123,9 @@ def _hold_slot(folder: Path, threads_used: int) -> subprocess.Popen:
 def test_explicit_and_environment_counts_win(slots: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert threads.choose(3) == threads.ThreadChoice(3, "--threads")
     assert (slots / f"slot-{os.getpid()}").is_file()  # counted by the processes that start after it
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv(threads.THREADS_ENV, "3")
+    assert threads.choose(None) == threads.ThreadChoice(3, "VLBENCH_THREADS")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # torchrun's 1 per rank must win over a shell's VLBENCH_THREADS
     assert threads.choose(None) == threads.ThreadChoice(2, "OMP_NUM_THREADS")
 
 
