@@ -55,11 +55,12 @@ def build_detector(visual: VisualConfig, region: RegionConfig, num_classes: int)
     anchors = AnchorGenerator(sizes=(region.anchor_sizes,), aspect_ratios=(region.aspect_ratios,))
     roi_pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=region.roi_size, sampling_ratio=1)
     box_head = TwoMLPHead(backbone.out_channels * region.roi_size**2, region.representation_size)
-    # The transform resizes every image to exactly ``size`` (square inputs) and normalises like PixelEncoder.
+    # The transform resizes every image to ``size`` (square inputs; with the aspect ratio kept, short side ``size``
+    # and long side at most the visual config's max_size) and normalises like PixelEncoder.
     # Proposal and sampling counts are scaled down from the 800 px defaults: a 64 px scene has a handful of
     # objects, and the defaults (2000 proposals, 512 RoIs per image) would only cost CPU time.
     return FasterRCNN(
-        backbone, num_classes=None, min_size=size, max_size=size,
+        backbone, num_classes=None, min_size=size, max_size=visual.max_size if visual.keeps_aspect else size,
         image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
         rpn_anchor_generator=anchors, box_roi_pool=roi_pool, box_head=box_head,
         box_predictor=FastRCNNPredictor(region.representation_size, num_classes + 1),

@@ -73,8 +73,13 @@ class RegionEncoder(VisualEncoder):
     def detach_cache(self) -> None:
         self._cache, self._rows = None, {}
 
-    def regions(self, images: Tensor) -> list[Regions]:
-        """Per image: cached regions when its pixels are in the cache, else the detector's, computed now."""
+    def regions(self, images: Tensor, image_sizes: Tensor | None = None) -> list[Regions]:
+        """Per image: cached regions when its pixels are in the cache, else the detector's, computed now.
+        ``image_sizes``: each image's (height, width) in a padded batch; the detector and the cache see the
+        image alone, never the padding (so neither depends on the batch an image comes in)."""
+        if image_sizes is not None:
+            crops = [images[i:i + 1, :, :int(h), :int(w)] for i, (h, w) in enumerate(image_sizes.tolist())]
+            return [r for crop in crops for r in self.regions(crop)]
         device = images.device
         out: list[Regions | None] = [None] * images.shape[0]
         missing = []
@@ -107,8 +112,8 @@ class RegionEncoder(VisualEncoder):
                 out[i] = regions
         return out  # type: ignore[return-value]
 
-    def forward(self, images: Tensor) -> VisualTokens:
-        regions = self.regions(images)
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> VisualTokens:
+        regions = self.regions(images, image_sizes)
         batch, count = len(regions), max(len(r.boxes) for r in regions)
         dtype = self.projection.proj.weight.dtype
         features = images.new_zeros(batch, count, self.feature_dim, dtype=dtype)

@@ -151,17 +151,19 @@ def extraction_stamp(detector_hash: str, visual: VisualConfig, region: RegionCon
     return {"extractor": f"{region.backend}-faster-rcnn", "detector": detector_hash, "boxes": region.boxes,
             "selection": region.selection, "score_threshold": region.score_threshold, "nms_iou": region.nms_iou, "min_boxes": region.min_boxes,
             "max_boxes": region.max_boxes, "image_size": visual.image_size,
+            **({"max_size": visual.max_size} if visual.keeps_aspect else {}),
             "feature_dim": region.representation_size}
 
 
-def _gt_boxes(spec: DatasetSpec, image_size: int) -> dict[Path, torch.Tensor]:
-    """Annotated boxes per image file, scaled to the ``image_size`` square the model sees."""
+def _gt_boxes(spec: DatasetSpec, images: ImageTensors) -> dict[Path, torch.Tensor]:
+    """Annotated boxes per image file, scaled to the image the model sees."""
     out: dict[Path, torch.Tensor] = {}
     for split in spec.splits:
         if split_boxes_file(spec, split) is None:
             continue
         for item in load_coco_boxes(spec, split).images:
-            scale = torch.tensor([image_size / item.width, image_size / item.height] * 2)
+            width, height = images.target_size(item.width, item.height)
+            scale = torch.tensor([width / item.width, height / item.height] * 2)
             out[item.path] = item.boxes * scale
     return out
 
@@ -193,7 +195,7 @@ def fill_cache(encoder: RegionEncoder, spec: DatasetSpec, paths: list[Path], ima
     todo = [p for p in paths if old is None or image_id_of(p) not in old
             or old.digests[old.index[image_id_of(p)]] not in ("", digests[p])]
     todo = list({image_id_of(p): p for p in todo}.values())  # one row per image id (the last file named so)
-    gt = _gt_boxes(spec, images.image_size) if region.boxes == "gt" and todo else {}
+    gt = _gt_boxes(spec, images) if region.boxes == "gt" and todo else {}
     # The batches one process makes, whole: a batch's features may depend on its neighbours at float precision,
     # so sharding whole batches (not single images) is what keeps the cache identical to a 1-process one.
     batches = [todo[begin:begin + batch_size] for begin in range(0, len(todo), batch_size)]
@@ -234,18 +236,22 @@ def _extract_shard(encoder: RegionEncoder, batches: list[list[Path]], images: Im
     fallback = 0
     with CacheWriter(shard_path, region.representation_size) as shard:
         for chunk in tqdm(batches, desc="extract regions", disable=not show, leave=False, unit="batch"):
-            pixels = np.stack([images.uint8(p).numpy() for p in chunk])
-            batch = torch.from_numpy(pixels).to(device).float().div_(255.0)
-            boxes = None
             if region.boxes == "gt":
                 missing = [p for p in chunk if p not in gt]
                 if missing:
                     raise VlbenchError(f"--boxes gt: {missing[0]} has no entry in the spec's boxes files (NLVR2 "
                                        "images have no annotations; use the detector's boxes)")
-                boxes = [gt[p] for p in chunk]
-            for p, r in zip(chunk, extract_regions(encoder.detector, batch, region, boxes)):
-                fallback += int(r.fallback)
-                shard.add(CachedImage(image_id_of(p), r.features.cpu().numpy(), r.boxes.cpu().numpy(), digests[p]))
+            decoded = [images.uint8(p).numpy() for p in chunk]
+            # Images of one size go through the detector together (all of them with square geometry; with the
+            # aspect ratio kept, each run of equally sized ones), so no image is ever padded.
+            for _, run in itertools.groupby(range(len(chunk)), key=lambda i: decoded[i].shape):
+                run = list(run)
+                batch = torch.from_numpy(np.stack([decoded[i] for i in run])).to(device).float().div_(255.0)
+                boxes = [gt[chunk[i]] for i in run] if region.boxes == "gt" else None
+                for i, r in zip(run, extract_regions(encoder.detector, batch, region, boxes)):
+                    fallback += int(r.fallback)
+                    shard.add(CachedImage(image_id_of(chunk[i]), r.features.cpu().numpy(), r.boxes.cpu().numpy(),
+                                          digests[chunk[i]]))
         shard.finish(stamp)
     return fallback
 

@@ -20,7 +20,7 @@ def test_image_decode_and_transform(benchmark, image_paths) -> None:
     from harness.batches import ImageTensors
 
     def load() -> torch.Tensor:
-        return ImageTensors(64, cache=False).batch(image_paths)
+        return ImageTensors(64, cache_bytes=0).batch(image_paths)
 
     assert benchmark(load).shape == (32, 3, 64, 64)
 

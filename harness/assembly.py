@@ -34,6 +34,7 @@ from harness.models import (
     load_pretrained_parts,
     model_setup,
     recipe,
+    with_geometry,
 )
 from harness.runtime import Runtime
 from harness.tasks.base import Task
@@ -152,6 +153,9 @@ class ModelRequest:
     """A vlbench checkpoint to start from; of the same model, its shapes are taken too."""
     options: dict[str, Any] = field(default_factory=dict)
     """Model options (``boxes``, ``detector``, ``dictionary_size``, ...); None values count as not given."""
+    image_size: int | None = None
+    max_size: int | None = None
+    """Image geometry (``--image-size`` / ``--max-size``); None keeps the preset's (or ``--init``'s)."""
 
     def given_options(self) -> dict[str, Any]:
         return {k: v for k, v in self.options.items() if v is not None}
@@ -162,9 +166,11 @@ def resolve_setup(request: ModelRequest) -> ModelSetup:
     options = request.given_options()
     check_options(request.name, options)
     setup = model_setup(request.name, request.preset, text_init=request.text_init,
-                        text_init_layers=request.text_init_layers, cnn_init=request.cnn_init)
+                        text_init_layers=request.text_init_layers, cnn_init=request.cnn_init,
+                        image_size=request.image_size, max_size=request.max_size)
     if request.init is not None:
         setup = init_setup(setup, request.init)
+        setup = replace(setup, config=with_geometry(setup.config, request.image_size, request.max_size))
     return recipe(request.name).apply_options(setup, options)
 
 

@@ -35,7 +35,7 @@ from harness.checkpoints import read_checkpoint_meta, save_checkpoint
 from harness.data.spec import DatasetSpec
 from harness.errors import VlbenchError
 from harness.fileio import write_json
-from harness.models import ModelSetup, PrepareContext, recipe, trainable_cnn
+from harness.models import ModelSetup, PrepareContext, recipe, trainable_cnn, with_geometry
 from harness.records.run_record import build_run_record, write_run_record
 from harness.runtime import Runtime
 from harness.tasks import TASKS
@@ -78,6 +78,9 @@ class RunOptions:
     """Region model: ``detector`` (default) or ``gt`` (annotated boxes, the oracle upper bound)."""
     features: Path | None = None
     """Region model: a cache written by ``vlbench features import``; its regions replace the detector's."""
+    image_size: int | None = None
+    max_size: int | None = None
+    """Image geometry (``--image-size`` / ``--max-size``); None keeps the preset's."""
     keep_dictionary: bool | None = None
     """SOHO: keep the visual dictionary at fine-tuning (None: bypass it, as released)."""
     resume: bool = False
@@ -156,7 +159,8 @@ def _initial_weights(options: RunOptions, world: Path | None,
         model=options.model, preset=options.preset, world=world, precision=runtime.precision, device=options.device,
         progress=options.progress,
         options={"detector": options.detector, "text_init": options.text_init,
-                 "text_init_layers": options.text_init_layers, "cnn_init": options.cnn_init})
+                 "text_init_layers": options.text_init_layers, "cnn_init": options.cnn_init,
+                 "image_size": options.image_size, "max_size": options.max_size})
     return world_pretrained(request)
 
 
@@ -170,7 +174,8 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
                                text_init_layers=options.text_init_layers, cnn_init=options.cnn_init, init=options.init,
                                options={"detector": options.detector, "detector_data": options.detector_data,
                                         "boxes": options.boxes, "keep_dictionary": options.keep_dictionary,
-                                        "features": options.features})
+                                        "features": options.features},
+                               image_size=options.image_size, max_size=options.max_size)
         setup = resolve_setup(request)
         if train_config.freeze_cnn and not recipe(options.model).capabilities.trainable_cnn:
             raise VlbenchError(f"--freeze-cnn: {options.model} has no trainable CNN to freeze")
@@ -180,7 +185,7 @@ def run_experiment(options: RunOptions) -> dict[str, Any]:
         init, pretraining = _initial_weights(options, data.world, runtime)
 
         generator = seed_everything(options.seed)
-        images = ImageTensors(setup.visual.image_size, processes=1 + train_config.num_workers)
+        images = ImageTensors.for_visual(setup.visual, processes=1 + train_config.num_workers)
         task: Task = task_cls(spec, images, TextBatcher(load_tokenizer(), train_config.max_text_len), train_config,
                               limit=options.limit)
         task.prepare_training()
@@ -266,12 +271,15 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
                         splits: tuple[str, ...] | None = None, device_name: str = "auto", overwrite: bool = False,
                         progress: bool = True, limit: int | None = None, rerank: Rerank | None = None,
                         precision: str = "auto", features: Path | None = None,
-                        workers: int | None = None) -> dict[str, Any]:
+                        workers: int | None = None, image_size: int | None = None,
+                        max_size: int | None = None) -> dict[str, Any]:
     """Score a saved checkpoint on a dataset without training; writes the same files as ``run``.
 
     ``rerank`` (retrieval only): score just the top-k candidates of a first-stage score matrix. ``features``:
     the imported region features a region checkpoint trained on them reads (``run --features``). ``workers``:
-    DataLoader workers that decode the evaluation batches (default: the checkpoint's training config's)."""
+    DataLoader workers that decode the evaluation batches (default: the checkpoint's training config's).
+    ``image_size`` / ``max_size``: the images at another geometry than the checkpoint's (the model keeps its
+    own config: only the pixels it is given change)."""
     meta = read_checkpoint_meta(checkpoint)
     if meta.get("task") != task_name:
         raise VlbenchError(f"{checkpoint}: a {meta.get('task')!r} checkpoint cannot be evaluated on task {task_name!r} "
@@ -288,7 +296,8 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
         train_config = TrainConfig.from_dict(meta["train_config"])
         if workers is not None:
             train_config = train_config.with_overrides(num_workers=workers)
-        task: Task = task_cls(spec, ImageTensors(setup.visual.image_size, processes=1 + train_config.num_workers),
+        pixels = with_geometry(setup.config, image_size, max_size).visual
+        task: Task = task_cls(spec, ImageTensors.for_visual(pixels, processes=1 + train_config.num_workers),
                               TextBatcher(load_tokenizer(), train_config.max_text_len), train_config,
                               state=meta.get("task_state"), limit=limit)
         if rerank is not None:
@@ -306,7 +315,9 @@ def evaluate_checkpoint(checkpoint: Path, task_name: str, run_dir: Path, data: P
         record = build_run_record(
             kind="eval", model=meta["model"], task=task_name, seed=int(meta.get("seed", 0)),
             config={"checkpoint": str(checkpoint), "model": setup.to_dict(), "train": train_config.to_dict(),
-                    "data": str(spec.path), "limit": limit, "features": _str(features), **runtime.record()},
+                    "data": str(spec.path), "limit": limit, "features": _str(features), **runtime.record(),
+                    **({"image_geometry": {"image_size": pixels.image_size, "max_size": pixels.max_size}}
+                       if pixels != setup.visual else {})},
             data=data_record, metrics=metrics,
             train={"steps": 0, "wall_seconds": 0.0, "samples_per_second": None, "checkpoint_epoch": meta.get("epoch"),
                    "checkpoint_fingerprints": meta.get("data_fingerprints")},

@@ -31,6 +31,10 @@ BACKBONES = (
 )
 # Where an efficientnet_lite0 trunk can be cut (backbones.EfficientNetLite0 checks the same set).
 EFFICIENTNET_STRIDES = (8, 16, 32)
+RESAMPLERS = ("pil", "torchvision")
+# Pixel-BERT's image geometry (short side, long-side cap): the base preset's, and the long side's ratio to the
+# short side that ``--image-size`` alone keeps on a square preset.
+PIXELBERT_IMAGE_SIZE, PIXELBERT_MAX_SIZE = 800, 1333
 
 
 def _from_dict(cls: type, data: dict[str, Any], what: str) -> dict[str, Any]:
@@ -84,7 +88,16 @@ class VisualConfig:
 
     backbone: str = "tiny_cnn"
     image_size: int = 64
-    """Square input size the data pipeline resizes to (images may differ; the encoder accepts any size)."""
+    """With ``max_size`` 0: the square every image is resized to (aspect ratio not kept). Otherwise the short
+    side's target (Pixel-BERT: 800)."""
+    max_size: int = 0
+    """0: square images. > 0: keep each image's aspect ratio, short side ``image_size`` unless the long side would
+    then pass ``max_size`` (Pixel-BERT: 1333); a batch is padded to its largest image and the padding is masked out
+    of attention, pixel sampling and SOHO's dictionary."""
+    resampler: str = "pil"
+    """Who resizes the decoded uint8 image (bilinear, antialiased): ``pil`` (PIL's resize; what every earlier run
+    used, so their numbers reproduce) or ``torchvision`` (its AVX2 uint8 kernel: 2-3x faster at the base
+    preset's sizes, benchmarks/decode.py; pixels within a grey level or so of PIL's, not identical)."""
     cnn_channels: tuple[int, ...] = (32, 64, 128, 256)
     """tiny_cnn only: width of the stem and of each residual stage; the last entry is the output width."""
     cnn_stride: int = 8
@@ -125,9 +138,27 @@ class VisualConfig:
             raise VlbenchError(f"pixel_pool must be >= 1, got {self.pixel_pool}")
         if self.pixel_sample is not None and self.pixel_sample < 1:
             raise VlbenchError(f"pixel_sample must be >= 1 or None, got {self.pixel_sample}")
+        if self.image_size < 1:
+            raise VlbenchError(f"image_size must be >= 1, got {self.image_size}")
+        if self.resampler not in RESAMPLERS:
+            raise VlbenchError(f"resampler must be one of {RESAMPLERS}, got {self.resampler!r}")
+        if self.max_size and self.max_size < self.image_size:
+            raise VlbenchError(f"max_size ({self.max_size}) must be 0 (square images) or at least image_size "
+                               f"({self.image_size})")
+
+    @property
+    def keeps_aspect(self) -> bool:
+        return self.max_size > 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        # Square geometry is recorded as it was before max_size existed, so pre-training cache keys, feature
+        # cache stamps and compare's configuration rows of earlier runs still match.
+        if not self.max_size:
+            del out["max_size"]
+        if self.resampler == "pil":
+            del out["resampler"]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VisualConfig:
@@ -327,12 +358,14 @@ PRESETS: dict[str, ModelConfig] = {
         transformer=TransformerConfig(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024),
         visual=VisualConfig(backbone="tiny_cnn", image_size=64, cnn_channels=(32, 64, 128, 256), cnn_stride=8),
     ),
-    # The paper's Pixel-BERT-R50: BERT-base and a ResNet-50. The paper resizes to short side 800 / long side
-    # <= 1333 (about 25x42 res5 cells -> 13x21 = 273 tokens after pooling); this preset uses a fixed 512x512
-    # square (16x16 res5 -> 8x8 = 64 tokens) so batches need no padding. The encoder itself takes any size.
+    # The paper's Pixel-BERT-R50: BERT-base and a ResNet-50 at the paper's geometry, short side 800 / long side
+    # <= 1333, aspect kept (a 640x480 COCO image: 800x1067 -> 25x34 res5 cells -> 13x17 = 221 tokens after
+    # pooling), batches padded with the padding masked. ``--image-size 512 --max-size 0`` gives the 512 px square
+    # (64 tokens) that the base figures in docs/results before 2026-12-07 were measured at.
     "base": ModelConfig(
         transformer=TransformerConfig(),
-        visual=VisualConfig(backbone="resnet50", image_size=512),
+        visual=VisualConfig(backbone="resnet50", image_size=PIXELBERT_IMAGE_SIZE, max_size=PIXELBERT_MAX_SIZE,
+                            resampler="torchvision"),
     ),
 }
 

@@ -50,9 +50,10 @@ class VisionLanguageModel(nn.Module):
     def hidden_size(self) -> int:
         return self.config.hidden_size
 
-    def encode_images(self, images: Tensor) -> VisualTokens:
-        """[B, 3, H, W] float RGB in [0, 1] -> visual tokens [B, N, H] (compute once, reuse across texts)."""
-        return self.visual_encoder(images)
+    def encode_images(self, images: Tensor, image_sizes: Tensor | None = None) -> VisualTokens:
+        """[B, 3, H, W] float RGB in [0, 1] -> visual tokens [B, N, H] (compute once, reuse across texts).
+        ``image_sizes`` [B, 2]: each image's (height, width) in a padded batch (``ImageTensors.inputs``)."""
+        return self.visual_encoder(images, image_sizes)
 
     def fuse(self, input_ids: Tensor, attention_mask: Tensor, visual: VisualTokens | None,
              token_type_ids: Tensor | None = None) -> FusionOutput:
@@ -71,8 +72,8 @@ class VisionLanguageModel(nn.Module):
         return FusionOutput(sequence=out.sequence, pooled=out.pooled, text_length=input_ids.shape[1])
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, images: Tensor,
-                token_type_ids: Tensor | None = None) -> FusionOutput:
-        return self.fuse(input_ids, attention_mask, self.encode_images(images), token_type_ids)
+                token_type_ids: Tensor | None = None, image_sizes: Tensor | None = None) -> FusionOutput:
+        return self.fuse(input_ids, attention_mask, self.encode_images(images, image_sizes), token_type_ids)
 
 
 def build_pixelbert(config: ModelConfig) -> VisionLanguageModel:

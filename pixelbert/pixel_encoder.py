@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from harness.errors import VlbenchError
 from pixelbert.backbones import build_backbone
 from pixelbert.config import VisualConfig
-from pixelbert.visual import VisualEncoder, VisualProjection, VisualTokens
+from pixelbert.visual import VisualEncoder, VisualProjection, VisualTokens, feature_grid_mask, pixel_mask
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -111,10 +111,14 @@ class PixelEncoder(TokenSampling, VisualEncoder):
             self.backbone.eval()
         return self
 
-    def feature_map(self, images: Tensor) -> Tensor:
+    def feature_map(self, images: Tensor, image_sizes: Tensor | None = None) -> Tensor:
         """[B, 3, H, W] in [0, 1] -> pooled CNN features [B, C, h, w]."""
         if self.config.normalize:
             images = (images - self.mean) / self.std
+        if image_sizes is not None:
+            # Padding is zero after normalisation (as in Detectron's and Pixel-BERT's batching), so the CNN sees
+            # at an image's edge what its own zero padding would show it.
+            images = images * pixel_mask(image_sizes, *images.shape[-2:]).to(images.dtype)
         features = self.backbone(images)
         if self.pool > 1:
             # ceil_mode keeps the last row/column of an odd-sized map instead of dropping it.
@@ -132,9 +136,13 @@ class PixelEncoder(TokenSampling, VisualEncoder):
         col = self.col_embedding(torch.arange(cols, device=device))  # [cols, H]
         return (row[:, None, :] + col[None, :, :]).reshape(rows * cols, -1)  # raster order, like flatten
 
-    def forward(self, images: Tensor) -> VisualTokens:
-        features = self.feature_map(images)
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> VisualTokens:
+        features = self.feature_map(images, image_sizes)
         rows, cols = features.shape[-2:]
         flat = features.flatten(2).transpose(1, 2)  # [B, rows*cols, C], raster order
         hidden = self.projection(flat, extra=self._position_embedding(rows, cols, images.device))
-        return self.sample_tokens(VisualTokens.grid(hidden))
+        tokens = VisualTokens.grid(hidden)
+        mask = feature_grid_mask(image_sizes, images.shape[-2:], (rows, cols))
+        if mask is not None:
+            tokens.mask = mask  # padding cells: out of attention, and sampled only when an image has too few
+        return self.sample_tokens(tokens)

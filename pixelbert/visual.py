@@ -91,6 +91,36 @@ class VisualTokens:
         )
 
 
+def valid_grid(valid_rows: Tensor, valid_cols: Tensor, rows: int, cols: int) -> Tensor:
+    """[B, rows * cols] bool in raster order: True in each image's top-left ``valid_rows[i]`` x ``valid_cols[i]``
+    cells (the rest is the padding of a batch of images of different sizes)."""
+    device = valid_rows.device
+    inside_rows = torch.arange(rows, device=device)[None, :] < valid_rows[:, None]  # [B, rows]
+    inside_cols = torch.arange(cols, device=device)[None, :] < valid_cols[:, None]  # [B, cols]
+    return (inside_rows[:, :, None] & inside_cols[:, None, :]).flatten(1)
+
+
+def feature_grid_mask(image_sizes: Tensor | None, padded: tuple[int, int], grid: tuple[int, int]) -> Tensor | None:
+    """Which cells of a CNN feature grid (``grid`` rows, cols, computed from a batch padded to ``padded`` pixels)
+    see an image: a cell is real when it starts inside the image (ceil of the image's share of the grid).
+    None when ``image_sizes`` is None (square images, no padding)."""
+    if image_sizes is None:
+        return None
+    (height, width), (rows, cols) = padded, grid
+    sizes = image_sizes.to(torch.long)
+    valid_rows = (sizes[:, 0] * rows + height - 1) // height
+    valid_cols = (sizes[:, 1] * cols + width - 1) // width
+    return valid_grid(valid_rows, valid_cols, rows, cols)
+
+
+def pixel_mask(image_sizes: Tensor, height: int, width: int) -> Tensor:
+    """[B, 1, height, width] bool: True on each image's own pixels, False on the batch's padding."""
+    sizes = image_sizes.to(torch.long)
+    rows = torch.arange(height, device=sizes.device)[None, :] < sizes[:, 0:1]
+    cols = torch.arange(width, device=sizes.device)[None, :] < sizes[:, 1:2]
+    return (rows[:, :, None] & cols[:, None, :])[:, None]
+
+
 class VisualProjection(nn.Module):
     """Raw visual features [B, N, C] -> transformer inputs [B, N, H].
 
@@ -115,7 +145,9 @@ class VisualProjection(nn.Module):
 
 
 class VisualEncoder(nn.Module):
-    """Base class: ``forward(images [B, 3, H, W] float RGB in [0, 1]) -> VisualTokens`` of ``hidden_size``.
+    """Base class: ``forward(images [B, 3, H, W] float RGB in [0, 1], image_sizes=None) -> VisualTokens`` of
+    ``hidden_size``. ``image_sizes`` [B, 2] (height, width): each image's extent in a zero-padded batch of images of
+    different sizes (None: every image fills the batch); tokens that see only padding get mask False.
 
     ``cost_name`` labels this encoder's share of the time in ``bench`` ("cnn", "detector", "none").
     ``cnn`` is the sub-module trained at the CNN learning rate (None when there is none or it is frozen).
@@ -135,7 +167,7 @@ class VisualEncoder(nn.Module):
         """Fine-tune with the CNN fixed (``TrainConfig.freeze_cnn``); only encoders with a trainable CNN can."""
         raise VlbenchError(f"{type(self).__name__} has no trainable CNN to freeze")
 
-    def forward(self, images: Tensor) -> VisualTokens:  # pragma: no cover - abstract
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> VisualTokens:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -144,6 +176,6 @@ class NoVisualEncoder(VisualEncoder):
 
     cost_name = "none"
 
-    def forward(self, images: Tensor) -> VisualTokens:
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> VisualTokens:
         dtype = images.dtype if images.is_floating_point() else torch.float32
         return VisualTokens.empty(images.shape[0], self.hidden_size, device=images.device, dtype=dtype)

@@ -45,7 +45,7 @@ def test_each_token_is_a_linear_map_of_its_flattened_patch_plus_its_position() -
 def test_base_preset_uses_vilts_32_pixel_patches() -> None:
     setup = model_setup("patch", "base")
     assert patch_size(setup.visual) == VILT_PATCH
-    assert setup.visual.image_size // VILT_PATCH == 16
+    assert setup.visual.image_size // VILT_PATCH == 25  # the shared 800 px short side: a 25 x 25 table
 
 
 def test_another_image_size_gets_the_position_table_resized() -> None:

@@ -170,8 +170,8 @@ def test_swap_negatives_replace_the_share_of_itm_negatives_asked_for(world) -> N
                     "attention_mask": torch.ones(len(texts), 4, dtype=torch.long)}
 
     class NoImages:
-        def batch(self, paths):
-            return torch.zeros(len(paths), 3, 2, 2)
+        def inputs(self, paths):
+            return {"images": torch.zeros(len(paths), 3, 2, 2)}
 
     text = Recorder()
     config = PretrainConfig(objectives=("itm",), itm_swap_negatives=1.0)

@@ -38,6 +38,9 @@ class BenchOptions:
     text_init: Path | None = None
     text_init_layers: int | None = None
     cnn_init: Path | None = None
+    image_size: int | None = None
+    max_size: int | None = None
+    """Image geometry (``--image-size`` / ``--max-size``); None keeps the preset's."""
     device: str = "auto"
     precision: str = "auto"
     """auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16."""
@@ -119,4 +122,5 @@ def _request(name: str, options: BenchOptions) -> ModelRequest:
     given = {k: v for k, v in (("detector", options.detector), ("features", options.features))
              if k in accepted and v is not None}
     return ModelRequest(name, options.preset, text_init=options.text_init, text_init_layers=options.text_init_layers,
-                        cnn_init=options.cnn_init, options=given)
+                        cnn_init=options.cnn_init, options=given, image_size=options.image_size,
+                        max_size=options.max_size)

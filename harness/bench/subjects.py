@@ -88,14 +88,15 @@ def _inference_batch(task: Task, model: VisionLanguageModel, head: nn.Module, sp
     # Repeat the split to fill the batch when it is smaller (a tiny spec); shapes are what matters.
     chunk = [examples[i % len(examples)] for i in range(size)]
     paths, texts = task.inference_inputs(chunk)
-    images = task.images.batch(paths).to(runtime.device)
+    inputs = to_device(task.images.inputs(paths), runtime.device)
+    images, image_sizes = inputs["images"], inputs.get("image_sizes")
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     text = {k: v.to(runtime.device) for k, v in task.text(texts).items()}
 
     def encode() -> VisualTokens:
         with runtime.autocast():
-            return model.encode_images(images)
+            return model.encode_images(images, image_sizes)
 
     def fuse_head(visual: VisualTokens) -> Tensor:
         with runtime.autocast():
@@ -140,7 +141,7 @@ def build_subject(request: ModelRequest, task_name: str, data: Data, runtime: Ru
     require_splits(spec, ("train",), "bench (for the training step)")
     split = "val" if "val" in spec.splits else "test" if "test" in spec.splits else "train"
     setup = resolve_setup(request)
-    task: Task = TASKS.get(task_name)(spec, ImageTensors(setup.visual.image_size),
+    task: Task = TASKS.get(task_name)(spec, ImageTensors.for_visual(setup.visual),
                                       TextBatcher(load_tokenizer(), train_config.max_text_len), train_config)
     task.prepare_training()
     head = task.build_head(setup.transformer.hidden_size)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli.model_options import check_weight_options, model_option, weight_options
+from harness.cli.model_options import check_weight_options, geometry_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
 from harness.cli.threads_option import threads_option
 from harness.models import MODELS
@@ -54,6 +54,7 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
               help="region: imported features (`vlbench features import` output) instead of a detector; the "
                    "timings then leave the detector's cost out (bench.json says so).")
 @weight_options
+@geometry_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True,
@@ -72,7 +73,7 @@ def _fmt(x: float | None, unit: str = "", digits: int = 1) -> str:
 @threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, detector, features, text_init, text_init_layers,
-          cnn_init, device, precision, warmup, repeats, train_steps, overhead_steps, overhead_epochs, channels_last,
+          cnn_init, image_size, max_size, device, precision, warmup, repeats, train_steps, overhead_steps, overhead_epochs, channels_last,
           compile_, no_progress) -> None:
     """Time MODEL's real pipeline on TASK and write DIR/bench.json.
 
@@ -90,7 +91,8 @@ def bench(model, task, run_dir, data, preset, batch_size, compare, checkpoint, d
     report = run_bench(BenchOptions(
         model=model, task=task, run_dir=run_dir, data=data, preset=preset, batch_size=batch_size, compare=compare,
         checkpoint=checkpoint, detector=detector, features=features, text_init=text_init, text_init_layers=text_init_layers,
-        cnn_init=cnn_init, device=device, precision=precision, warmup=warmup, repeats=repeats,
+        cnn_init=cnn_init, image_size=image_size, max_size=max_size, device=device, precision=precision,
+        warmup=warmup, repeats=repeats,
         train_steps=train_steps, overhead_steps=overhead_steps, overhead_epochs=overhead_epochs,
         channels_last=channels_last, compile=compile_, progress=not no_progress))
     for name, r in report["models"].items():

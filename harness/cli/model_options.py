@@ -41,3 +41,21 @@ def weight_options(function: Callable) -> Callable:
 def check_weight_options(text_init: Path | None, text_init_layers: int | None) -> None:
     if text_init_layers is not None and text_init is None:
         raise click.UsageError("--text-init-layers needs --text-init")
+
+
+def geometry_options(function: Callable) -> Callable:
+    """``--image-size`` and ``--max-size``: the image geometry, replacing the preset's."""
+    for option in reversed((
+        click.option("--image-size", type=click.IntRange(min=8), default=None,
+                     help="The short side of each image, aspect ratio kept, long side capped by --max-size "
+                          "(default cap: the preset's, or 1333/800 of the short side as in Pixel-BERT); with "
+                          "--max-size 0 the side of a square. Default: the preset's (tiny: 64 px squares; base: "
+                          "800, as in Pixel-BERT)."),
+        click.option("--max-size", type=click.IntRange(min=0), default=None,
+                     help="Keep each image's aspect ratio, short side --image-size, long side at most this "
+                          "(Pixel-BERT: 1333); batches are padded and the padding masked out of attention, pixel "
+                          "sampling and SOHO's dictionary. 0: square images. Default: the preset's (tiny 0, base "
+                          "1333)."),
+    )):
+        function = option(function)
+    return function

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli.model_options import check_weight_options, model_option, weight_options
+from harness.cli.model_options import check_weight_options, geometry_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
 from harness.cli.threads_option import threads_option
 from harness.cli.types import SEED, FiniteFloatRange
@@ -61,6 +61,7 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
                    "colour none of its captions names (hard negatives that make ITM bind words to pixels; "
                    "default 0: Pixel-BERT's random other caption).")
 @weight_options
+@geometry_options
 @click.option("--detector", type=_existing_file, default=None,
               help="region/grid: a trained detector (`vlbench detector train` output); default: the one `run` "
                    "would use, trained on the spec's COCO boxes the first time.")
@@ -76,7 +77,7 @@ _existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, seed, batch_size, eval_batch_size, lr,
              cnn_lr, detector, dictionary_size, dictionary_momentum, dictionary_schedule, mvm_head, mvm_probability, itm_swap_negatives, text_init, text_init_layers,
-             cnn_init, limit, device, precision, workers, resume, overwrite, no_progress) -> None:
+             cnn_init, image_size, max_size, limit, device, precision, workers, resume, overwrite, no_progress) -> None:
     """Pre-train MODEL on image-caption pairs with MLM / ITM (/ MVM), then fine-tune with `vlbench run --init`.
 
     Writes DIR/checkpoint.safetensors (the model under `model.`, the pre-training heads under `pretrain.`) and
@@ -103,7 +104,7 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
         dictionary_momentum=dictionary_momentum, dictionary_schedule=dictionary_schedule,
         text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, detector=detector, device=device,
         precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, overrides=overrides,
-        resume=resume,
+        resume=resume, image_size=image_size, max_size=max_size,
     ))
     from harness import distributed
 

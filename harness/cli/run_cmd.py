@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from harness import distributed
-from harness.cli.model_options import check_weight_options, model_option, weight_options
+from harness.cli.model_options import check_weight_options, geometry_options, model_option, weight_options
 from harness.cli.precision_option import precision_option
 from harness.cli.threads_option import threads_option
 from harness.cli.types import SEED, FiniteFloatRange
@@ -109,6 +109,7 @@ def _meanings(record: dict) -> list[str]:
                    "and cached in $VLBENCH_CACHE/pretrained; none: random weights; auto: world when --data is "
                    "omitted (the embedded benchmark), else none.")
 @weight_options
+@geometry_options
 @click.option("--detector", type=_existing_file, default=None,
               help="region/grid: a trained detector (`vlbench detector train` output, or a torchvision Faster "
                    "R-CNN state dict). Default: train one on the spec's COCO boxes the first time, then reuse it.")
@@ -138,7 +139,8 @@ def _meanings(record: dict) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, head_lr_mult, cnn_optimizer,
-        grad_accum, hard_negatives, retrieval_objective, freeze_cnn, itc, init, pretraining, text_init, text_init_layers, cnn_init, detector,
+        grad_accum, hard_negatives, retrieval_objective, freeze_cnn, itc, init, pretraining, text_init, text_init_layers, cnn_init,
+        image_size, max_size, detector,
         detector_data, boxes, features, keep_dictionary, workers, limit, device,
         precision, resume, checkpoint_every, overwrite, no_progress) -> None:
     """Train MODEL on TASK, select the checkpoint on val, predict val and test, write DIR/run.json.
@@ -165,7 +167,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
             text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
             precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
             detector=detector, detector_data=detector_data, boxes=boxes, resume=resume, pretraining=pretraining,
-            keep_dictionary=keep_dictionary or None, features=features,
+            keep_dictionary=keep_dictionary or None, features=features, image_size=image_size, max_size=max_size,
         ))
         which = f"{model} on {task}" + (f" (seed {this_seed})" if seeds is not None else "")
         if not distributed.is_main():
@@ -208,15 +210,18 @@ def _parse_seeds(text: str) -> list[int]:
               help="With --rerank-k: a .npy score matrix [n_images, n_captions] for the split (any model's).")
 @click.option("--features", type=_existing_dir, default=None,
               help="region checkpoints trained with `run --features`: the imported feature cache to read.")
+@geometry_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @precision_option
 @threads_option
 @workers_option
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage, features, device, precision,
-          workers, overwrite, no_progress) -> None:
-    """Score a saved checkpoint on a dataset without training; writes the same files as `run`."""
+def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage, features, image_size, max_size,
+          device, precision, workers, overwrite, no_progress) -> None:
+    """Score a saved checkpoint on a dataset without training; writes the same files as `run`.
+
+    --image-size / --max-size evaluate at another image geometry than the checkpoint was trained at."""
     from harness.experiment import evaluate_checkpoint
     from harness.tasks.rerank import Rerank
 
@@ -231,7 +236,8 @@ def eval_(checkpoint, task, run_dir, data, splits, limit, rerank_k, first_stage,
         rerank = Rerank.itc(rerank_k)
     record = evaluate_checkpoint(checkpoint, task, run_dir, data=data, splits=tuple(splits) or None,
                                  device_name=device, overwrite=overwrite, progress=not no_progress, limit=limit,
-                                 rerank=rerank, precision=precision, features=features, workers=workers)
+                                 rerank=rerank, precision=precision, features=features, workers=workers,
+                                 image_size=image_size, max_size=max_size)
     if distributed.is_main():
         click.echo(f"{record['model']} on {task}: {_summary(record)} -> {run_dir / 'run.json'}")
         for line in _meanings(record):

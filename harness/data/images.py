@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,9 @@ from harness.fileio import MAX_IMAGE_FILE_BYTES, read_untrusted
 # parsers), ValueError/EOFError (bad headers), and TypeError/struct.error/IndexError from a few malformed headers.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, struct.error,
                   Image.DecompressionBombError)
+
+AtLeast = tuple[int, int] | Callable[[int, int], tuple[int, int]]
+"""Pixels per side the caller needs: fixed (width, height), or a function of the file's (width, height)."""
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
@@ -96,7 +100,7 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image.copy()
 
 
-def _decode(path: Path, at_least: tuple[int, int] | None = None) -> tuple[Image.Image, tuple[int, int]]:
+def _decode(path: Path, at_least: AtLeast | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """(RGB image, size in the file) under the rules above. ``at_least``: the caller only needs this many pixels
     per side, so a JPEG may decode at a reduced DCT scale (1/2, 1/4, 1/8) whose result is still at least that
     large (libjpeg's scaling: several times faster, and it still reads every scan, so truncation still fails)."""
@@ -110,7 +114,7 @@ def _decode(path: Path, at_least: tuple[int, int] | None = None) -> tuple[Image.
             raise DataError(f"{path}: image has an empty size {size}")
         with Image.open(io.BytesIO(data)) as image:
             if at_least is not None and fmt == "JPEG":
-                image.draft(image.mode, at_least)
+                image.draft(image.mode, at_least(*size) if callable(at_least) else at_least)
             image.load()  # decode now, inside the try, so truncation is reported here with the file name
             if fmt == "PNG":
                 problem = png_pixel_data_problem(data)
@@ -121,10 +125,16 @@ def _decode(path: Path, at_least: tuple[int, int] | None = None) -> tuple[Image.
         raise _describe(path, exc) from None
 
 
-def load_image(path: str | Path, at_least: tuple[int, int] | None = None) -> Image.Image:
+def load_image(path: str | Path, at_least: AtLeast | None = None) -> Image.Image:
     """Decode ``path`` and return an RGB image (alpha dropped, as ``convert("RGB")`` does): full size, or with
-    ``at_least`` (width, height) a JPEG may come back smaller than its file, but never below that."""
+    ``at_least`` (width, height) a JPEG may come back smaller than its file, but never below that. ``at_least``
+    may be a function of the file's (width, height), for targets that depend on the aspect ratio."""
     return _decode(Path(path), at_least)[0]
+
+
+def decode_image(path: str | Path, at_least: AtLeast | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """``load_image`` and the (width, height) stored in the file (the decoded image may be smaller)."""
+    return _decode(Path(path), at_least)
 
 
 def probe_image(path: str | Path) -> tuple[int, int]:

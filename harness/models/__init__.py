@@ -19,7 +19,15 @@ from torch import nn
 
 from harness.errors import VlbenchError
 from harness.registry import Registry
-from pixelbert.config import DictionaryConfig, ModelConfig, TransformerConfig, VisualConfig, get_preset
+from pixelbert.config import (
+    PIXELBERT_IMAGE_SIZE,
+    PIXELBERT_MAX_SIZE,
+    DictionaryConfig,
+    ModelConfig,
+    TransformerConfig,
+    VisualConfig,
+    get_preset,
+)
 from pixelbert.model import VisionLanguageModel
 from pixelbert.pretrained import load_bert_weights, transformer_config_from_folder
 from pixelbert.visual import VisualEncoder
@@ -180,13 +188,27 @@ def check_options(name: str, options: dict[str, Any]) -> None:
 
 
 def model_setup(name: str, preset: str, *, text_init: Path | None = None, text_init_layers: int | None = None,
-                cnn_init: Path | None = None) -> ModelSetup:
-    """The preset's shapes for ``name``; with ``text_init`` the transformer takes the checkpoint's shape."""
+                cnn_init: Path | None = None, image_size: int | None = None, max_size: int | None = None) -> ModelSetup:
+    """The preset's shapes for ``name``; with ``text_init`` the transformer takes the checkpoint's shape;
+    ``image_size`` / ``max_size`` replace the preset's image geometry (``VisualConfig``)."""
     config = recipe(name).configure_preset(get_preset(preset), preset)
+    config = with_geometry(config, image_size, max_size)
     if text_init is not None:
         config = replace(config, transformer=transformer_config_from_folder(text_init, num_layers=text_init_layers))
     return ModelSetup(name=name, config=config, text_init=None if text_init is None else str(text_init),
                       text_init_layers=text_init_layers, cnn_init=None if cnn_init is None else str(cnn_init))
+
+
+def with_geometry(config: ModelConfig, image_size: int | None, max_size: int | None) -> ModelConfig:
+    """``config`` with the image geometry given (None keeps its own); a one-line error when it is not valid.
+
+    ``image_size`` alone keeps the aspect ratio (DESIGN.md section 4: it sets the short side): the long side is
+    capped by the config's ``max_size``, or on a square preset at Pixel-BERT's 1333 / 800 of the short side.
+    ``max_size`` 0 asks for squares."""
+    if image_size is not None and max_size is None:
+        max_size = config.visual.max_size or round(image_size * PIXELBERT_MAX_SIZE / PIXELBERT_IMAGE_SIZE)
+    geometry = {k: v for k, v in (("image_size", image_size), ("max_size", max_size)) if v is not None}
+    return replace(config, visual=replace(config.visual, **geometry)) if geometry else config
 
 
 def build_model(setup: ModelSetup) -> VisionLanguageModel:

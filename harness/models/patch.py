@@ -7,7 +7,9 @@ as a Conv2d whose kernel and stride are P, which is the same linear map). Everyt
 projection's LayerNorm and visual type embedding, the transformer, the heads) is what every vlbench model uses.
 
 Choices, with why:
-- Patch size: ViLT's 32 px at ImageNet-sized inputs (the base preset's 512 px gives 16 x 16 = 256 patches). On
+- Patch size: ViLT's 32 px at ImageNet-sized inputs (the base preset's shared Pixel-BERT geometry, short side
+  800, gives 25 x 33 patches for a 640x480 image; ViLT itself uses short side 384 / long side 640, which
+  ``--image-size 384 --max-size 640`` gives, for every model alike). On
   the tiny preset's 64 px images 32 px would leave 4 tokens, so there P is the pixel model's cell size (tiny CNN
   stride x Pixel-BERT's 2x2 pool = 16 px): patch and pixel models then see the same 4 x 4 grid of tokens, and a
   difference between them is the CNN, not the token count.
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 from harness.models import MODELS, Capabilities, ModelRecipe
 from pixelbert.config import ModelConfig, VisualConfig
 from pixelbert.pixel_encoder import TokenSampling
-from pixelbert.visual import VisualEncoder, VisualProjection, VisualTokens
+from pixelbert.visual import VisualEncoder, VisualProjection, VisualTokens, valid_grid
 
 VILT_PATCH = 32
 
@@ -61,14 +63,28 @@ class PatchEncoder(TokenSampling, VisualEncoder):
         self.pixel_sample: int | None = config.pixel_sample
         self.sample_generator: torch.Generator | None = None
 
-    def _positions(self, rows: int, cols: int) -> Tensor:
-        """[rows * cols, H] in raster order; the table resized when the image gives another grid."""
+    def _table(self, rows: int, cols: int) -> Tensor:
+        """The position table at ``rows`` x ``cols`` [rows * cols, H], raster order; resized (bilinear, as ViLT
+        does) when an image gives another grid than the preset's."""
         table = self.position
         if (rows, cols) != (self.grid, self.grid):
             table = F.interpolate(table, size=(rows, cols), mode="bilinear", align_corners=False)
         return table.flatten(2).transpose(1, 2)[0]
 
-    def forward(self, images: Tensor) -> VisualTokens:
+    def _positions(self, rows: int, cols: int, valid_rows: Tensor | None = None,
+                   valid_cols: Tensor | None = None) -> Tensor:
+        """[rows * cols, H], or per image [B, rows * cols, H] when images of different sizes share a padded batch:
+        each image's table is resized to its own patch grid, so its embedding does not depend on its batch."""
+        if valid_rows is None or valid_cols is None:
+            return self._table(rows, cols)
+        out = self.position.new_zeros(len(valid_rows), rows, cols, self.position.shape[1])
+        for r, c in sorted({(int(r), int(c)) for r, c in zip(valid_rows, valid_cols)}):
+            same = (valid_rows == r) & (valid_cols == c)
+            if r and c:
+                out[same, :r, :c] = self._table(r, c).view(r, c, -1).to(out.dtype)
+        return out.flatten(1, 2)
+
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> VisualTokens:
         if self.config.normalize:
             images = images * 2.0 - 1.0  # ViLT: pixels in [-1, 1]
         size = self.patch_size
@@ -76,8 +92,15 @@ class PatchEncoder(TokenSampling, VisualEncoder):
         # pixels, when H or W is not a multiple of P, is left out, as ViLT's strided projection leaves it out).
         patches = F.unfold(images, kernel_size=size, stride=size)
         rows, cols = images.shape[-2] // size, images.shape[-1] // size
-        hidden = self.projection(patches.transpose(1, 2), extra=self._positions(rows, cols))
-        return self.sample_tokens(VisualTokens.grid(hidden))
+        valid_rows = valid_cols = None
+        if image_sizes is not None:
+            # The same rule within a padded batch: a patch is real when it lies wholly inside its image.
+            valid_rows, valid_cols = image_sizes[:, 0].long() // size, image_sizes[:, 1].long() // size
+        hidden = self.projection(patches.transpose(1, 2), extra=self._positions(rows, cols, valid_rows, valid_cols))
+        tokens = VisualTokens.grid(hidden)
+        if valid_rows is not None and valid_cols is not None:
+            tokens.mask = valid_grid(valid_rows, valid_cols, rows, cols)
+        return self.sample_tokens(tokens)
 
 
 @MODELS.register("patch")

@@ -103,7 +103,7 @@ class CaptionPairs:
                 raise ValueError("rows index the training split only")
             indices, chosen = self._row_source(indices)
         index = torch.as_tensor(indices, dtype=torch.long)
-        batch: dict[str, Any] = {"images": self.images.batch([images[i].path for i in indices])}
+        batch: dict[str, Any] = self.images.inputs([images[i].path for i in indices])
         if "itm" in self.config.objectives:
             caption_image, labels = sample_itm_pairs(index, len(images), self.config.itm_negative_ratio, generator)
             batch["itm_labels"] = labels

@@ -151,7 +151,7 @@ def evaluate_pretraining_checkpoint(checkpoint: Path, data: Path, *, limit: int 
         model.visual_encoder.use_dictionary = True  # as in pre-training
         if "mvm" in config.objectives:
             model.visual_encoder.mvm_probability = config.mvm_probability
-    pairs = CaptionPairs(load_spec(data), ImageTensors(setup.visual.image_size),
+    pairs = CaptionPairs(load_spec(data), ImageTensors.for_visual(setup.visual),
                          TextBatcher(load_tokenizer(), config.max_text_len), config,
                          vocab_size=setup.transformer.vocab_size, limit=limit)
     heads.to(runtime.device)

@@ -57,6 +57,9 @@ class PretrainOptions:
     cnn_init: Path | None = None
     detector: Path | None = None
     """region/grid: a trained detector; without it the one `run` would use is found or trained."""
+    image_size: int | None = None
+    max_size: int | None = None
+    """Image geometry (``--image-size`` / ``--max-size``); None keeps the preset's."""
     device: str = "auto"
     precision: str = "auto"
     """auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32), fp32 or bf16."""
@@ -132,7 +135,8 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
                                text_init_layers=options.text_init_layers, cnn_init=options.cnn_init,
                                options={"detector": options.detector, "dictionary_size": options.dictionary_size,
                                         "dictionary_momentum": options.dictionary_momentum,
-                                        "dictionary_schedule": options.dictionary_schedule})
+                                        "dictionary_schedule": options.dictionary_schedule},
+                               image_size=options.image_size, max_size=options.max_size)
         setup = resolve_setup(request)
         _check_objectives(config, options.model)
         data_source = open_data(options.data, "captions", options.progress)
@@ -141,7 +145,7 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
 
         generator = seed_everything(options.seed)
         tokenizer = load_tokenizer()
-        data = CaptionPairs(spec, ImageTensors(setup.visual.image_size, processes=1 + config.num_workers),
+        data = CaptionPairs(spec, ImageTensors.for_visual(setup.visual, processes=1 + config.num_workers),
                             TextBatcher(tokenizer, config.max_text_len),
                             config, vocab_size=setup.transformer.vocab_size, limit=options.limit)
         splits = ["train", "val"]

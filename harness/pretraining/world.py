@@ -142,6 +142,7 @@ def _pretrain_into(request: WorldPretraining, root: Path, final: Path) -> None:
             seed=0, dictionary_size=options.get("dictionary_size"), text_init=options.get("text_init"),
             text_init_layers=options.get("text_init_layers"), cnn_init=options.get("cnn_init"),
             detector=options.get("detector"), device=request.device, precision=request.precision,
+            image_size=options.get("image_size"), max_size=options.get("max_size"),
             progress=request.progress,
             overrides={"objectives": world_objectives(request.model), "pixel_sample": 0}))
         if distributed.is_main():

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from harness.batches import images_of
 from harness.data.fingerprint import nlvr2_fingerprint
 from harness.data.nlvr2 import Nlvr2Example, load_nlvr2_split
 from harness.distributed import gather_concat, is_main, shard
@@ -29,12 +30,12 @@ from pixelbert.heads import Nlvr2Head
 
 
 def pair_logits(model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-    """Run (left, statement) and (right, statement) as one batch of 2B, then classify the [CLS] pair."""
+    """Run (left, statement) and (right, statement) as one batch of 2B, then classify the [CLS] pair.
+    ``batch["images"]``: the B left images, then the B right ones."""
     n = batch["input_ids"].shape[0]
-    images = torch.cat([batch["left"], batch["right"]])
     ids = batch["input_ids"].repeat(2, 1)
     mask = batch["attention_mask"].repeat(2, 1)
-    pooled = model(ids, mask, images).pooled
+    pooled = model(ids, mask, **images_of(batch)).pooled
     return head(pooled[:n], pooled[n:])
 
 
@@ -87,9 +88,9 @@ class Nlvr2Task(Task):
         return Nlvr2Head(hidden_size)
 
     def _batch(self, examples: list[Nlvr2Example]) -> dict[str, Any]:
+        # Left and right images in one batch (one padded size when images keep their aspect ratio).
         return {
-            "left": self.images.batch([e.left_image for e in examples]),
-            "right": self.images.batch([e.right_image for e in examples]),
+            **self.images.inputs([e.left_image for e in examples] + [e.right_image for e in examples]),
             **self.text([e.sentence for e in examples]),
         }
 

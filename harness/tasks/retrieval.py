@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from harness.batches import images_of, to_device
 from harness.data.fingerprint import retrieval_fingerprint
 from harness.data.karpathy import RetrievalImage, load_karpathy_split
 from harness.distributed import gather_concat, is_main, shard_range, world_size
@@ -152,27 +153,23 @@ class RetrievalTask(Task):
         # One tokenizer call so positives and negatives are padded to the same length.
         tokens = self.text([images[i].captions[c] for i, c in positives] + neg_captions)
         n = len(positives)
+        # Positive images, then the negative ones (ITM), in one batch: one padded size when images keep their
+        # aspect ratio; the losses take rows 0..n-1 as the positives.
         batch = {
-            "images": self.images.batch([images[i].path for i, _ in positives]),
+            **self.images.inputs([images[i].path for i, _ in positives] + neg_images),
             "input_ids": tokens["input_ids"][:n],
             "attention_mask": tokens["attention_mask"][:n],
             "neg_input_ids": tokens["input_ids"][n:],
             "neg_attention_mask": tokens["attention_mask"][n:],
         }
-        if neg_images:
-            batch["neg_images"] = self.images.batch(neg_images)
-        if self.config.itc:  # last: the training loop counts a batch's samples by its first tensor
+        if self.config.itc:
             empty = self.empty_text()
             batch |= {"empty_input_ids": empty["input_ids"], "empty_attention_mask": empty["attention_mask"]}
         return batch
 
     def training_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        if self.ranking:
-            visual = model.encode_images(batch["images"])
-            loss = self.ranking_loss(model, head, batch, visual)
-        else:
-            visual = model.encode_images(torch.cat([batch["images"], batch["neg_images"]]))
-            loss = self.itm_loss(model, head, batch, visual)
+        visual = model.encode_images(**images_of(batch))
+        loss = (self.ranking_loss if self.ranking else self.itm_loss)(model, head, batch, visual)
         if isinstance(head, RetrievalHead):
             loss = loss + self.itc_loss(model, head, batch, visual)
         return loss
@@ -180,8 +177,8 @@ class RetrievalTask(Task):
     def itm_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any], visual: VisualTokens) -> torch.Tensor:
         """Cross-entropy of the ITM head on each positive, its negative caption and its negative image
         (``visual``: the positives' visual tokens, then the negative images')."""
-        n = batch["images"].shape[0]
-        own = torch.arange(n, device=batch["images"].device)
+        n = batch["input_ids"].shape[0]
+        own = torch.arange(n, device=batch["input_ids"].device)
         neg_ids, neg_mask = batch["neg_input_ids"], batch["neg_attention_mask"]
         candidates = neg_ids.shape[0] // n
         if candidates > 1:
@@ -203,8 +200,8 @@ class RetrievalTask(Task):
         """Pixel-BERT's retrieval loss: per image, softmax cross-entropy of the matching score (the ITM margin,
         what evaluation ranks by) of its caption against its ``ranking_hardest`` highest-scoring negatives among
         the ``ranking_negatives`` sampled; only those back-propagate."""
-        n = batch["images"].shape[0]
-        own = torch.arange(n, device=batch["images"].device)
+        n = batch["input_ids"].shape[0]
+        own = torch.arange(n, device=batch["input_ids"].device)
         neg_ids, neg_mask = batch["neg_input_ids"], batch["neg_attention_mask"]
         sampled = neg_ids.shape[0] // n
         hardest = min(self.config.ranking_hardest, sampled)
@@ -231,8 +228,8 @@ class RetrievalTask(Task):
                  visual: VisualTokens) -> torch.Tensor:
         """Symmetric InfoNCE between the batch's images and their drawn captions (the other pairs of the batch are
         the negatives), on the unimodal passes (pixelbert/itc.py)."""
-        n = batch["images"].shape[0]
-        own = torch.arange(n, device=batch["images"].device)
+        n = batch["input_ids"].shape[0]
+        own = torch.arange(n, device=batch["input_ids"].device)
         images = image_embeddings(model, head.itc, visual.index(own), batch["empty_input_ids"],
                                   batch["empty_attention_mask"])
         texts = text_embeddings(model, head.itc, batch["input_ids"], batch["attention_mask"])
@@ -275,7 +272,7 @@ class RetrievalTask(Task):
         for index, (block, pixels) in enumerate(self.eval_batches(images, image_block, self._pixels)):
             start = index * image_block
             with runtime.autocast():
-                visual = model.encode_images(pixels["images"].to(device))
+                visual = model.encode_images(**images_of(to_device(pixels, device)))
             for offset in range(len(block)):
                 for columns, tokens in batches:
                     ids, mask = tokens["input_ids"], tokens["attention_mask"]
@@ -295,7 +292,7 @@ class RetrievalTask(Task):
         return np.stack(gather_concat(list(scores))) if world_size() > 1 else scores
 
     def _pixels(self, images: Sequence[RetrievalImage]) -> dict[str, torch.Tensor]:
-        return {"images": self.images.batch([i.path for i in images])}
+        return self.images.inputs([i.path for i in images])
 
     @torch.no_grad()
     def itc_scores(self, model: nn.Module, head: RetrievalHead, split: str, runtime: Runtime) -> np.ndarray:
@@ -310,7 +307,7 @@ class RetrievalTask(Task):
         image_rows = []
         for _, pixels in self.eval_batches(images, size, self._pixels):
             with runtime.autocast():
-                visual = model.encode_images(pixels["images"].to(device))
+                visual = model.encode_images(**images_of(to_device(pixels, device)))
                 image_rows.append(image_embeddings(model, head.itc, visual, empty["input_ids"], empty["attention_mask"]))
         captions: list[torch.Tensor | None] = [None] * len(self.texts(split))
         for columns, tokens in self.caption_batches(split):

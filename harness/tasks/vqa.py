@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from harness.batches import soft_target_tensor
+from harness.batches import images_of, soft_target_tensor
 from harness.data.answers import build_answer_vocab, soft_target
 from harness.data.compact import worker_shared
 from harness.data.fingerprint import vqa_fingerprint
@@ -110,19 +110,19 @@ class VqaTask(Task):
         examples = self.examples("train")
         batch = [examples[i] for i in indices]
         return {
-            "images": self.images.batch([e.image_path for e in batch]),
+            **self.images.inputs([e.image_path for e in batch]),
             **self.text([e.question for e in batch]),
             "targets": soft_target_tensor([self._targets[i] for i in indices], len(self.answers)),
         }
 
     def training_loss(self, model: nn.Module, head: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        pooled = model(batch["input_ids"], batch["attention_mask"], batch["images"]).pooled
+        pooled = model(batch["input_ids"], batch["attention_mask"], **images_of(batch)).pooled
         logits = head(pooled).float()
         # Summed over answers (UNITER / bottom-up convention) so the gradient does not shrink with the vocabulary.
         return F.binary_cross_entropy_with_logits(logits, batch["targets"], reduction="mean") * logits.shape[1]
 
     def _eval_batch(self, examples: Sequence[VqaExample]) -> dict[str, torch.Tensor]:
-        return {"images": self.images.batch([e.image_path for e in examples]), **self.text([e.question for e in examples])}
+        return {**self.images.inputs([e.image_path for e in examples]), **self.text([e.question for e in examples])}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, head: nn.Module, split: str, runtime: Runtime,
@@ -137,7 +137,7 @@ class VqaTask(Task):
                              disable=not progress or not is_main()):
             batch = {k: v.to(runtime.device) for k, v in batch.items()}
             with runtime.autocast():
-                logits = head(model(batch["input_ids"], batch["attention_mask"], batch["images"]).pooled)
+                logits = head(model(batch["input_ids"], batch["attention_mask"], **images_of(batch)).pooled)
             answers += [self.answers[i] for i in finite_outputs(logits, self.name, split).argmax(dim=1).tolist()]
         answers = gather_concat(answers)
         results = [{"question_id": e.question_id, "answer": a} for e, a in zip(examples, answers)]

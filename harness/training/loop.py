@@ -46,6 +46,14 @@ class TrainResult:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "best_evaluation"}
 
 
+def samples_in(batch: dict[str, Any]) -> int:
+    """A training batch's sample count: its texts (``input_ids``: one per VQA question, NLVR2 statement,
+    retrieval positive; an NLVR2 batch holds two images per sample), else the length of its first tensor."""
+    if isinstance(batch.get("input_ids"), torch.Tensor):
+        return len(batch["input_ids"])
+    return len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
+
+
 class NonFiniteLoss(VlbenchError):
     pass
 
@@ -204,7 +212,7 @@ def train(
                         optimizer_step(optimizers, schedulers, params, config.grad_clip)
                         result.steps += 1
                 with phases("logging"):
-                    batch_size = len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
+                    batch_size = samples_in(batch)
                     seen += batch_size
                     running += loss.item() * batch_size
                     elapsed = time.perf_counter() - epoch_start

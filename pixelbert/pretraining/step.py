@@ -23,10 +23,10 @@ def pretraining_step(model: nn.Module, heads: PretrainingHeads, batch: dict[str,
                      ) -> tuple[dict[str, ObjectiveOutput], Any]:
     """Outputs per objective (keys: the heads present), and the visual tokens (for dictionary statistics).
 
-    batch: ``images`` [B, 3, S, S], ``input_ids`` / ``attention_mask`` [B, T] (already MLM-masked when MLM is
+    batch: ``images`` [B, 3, H, W] (+ ``image_sizes`` [B, 2] when padded), ``input_ids`` / ``attention_mask`` [B, T] (already MLM-masked when MLM is
     on), ``mlm_labels`` [B, T] (MLM only), ``itm_labels`` [B] (ITM only; absent = every row matched).
     """
-    visual = model.encode_images(batch["images"])
+    visual = model.encode_images(batch["images"], batch.get("image_sizes"))
     out = model.fuse(batch["input_ids"], batch["attention_mask"], visual)
     batch_size = batch["input_ids"].shape[0]
     itm_labels = batch.get("itm_labels")

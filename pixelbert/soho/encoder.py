@@ -20,7 +20,7 @@ from pixelbert.config import DictionaryConfig, VisualConfig
 from pixelbert.pixel_encoder import PixelEncoder
 from pixelbert.soho.mvm import mvm_mask
 from pixelbert.soho.visual_dictionary import VisualDictionary
-from pixelbert.visual import VisualTokens
+from pixelbert.visual import VisualTokens, feature_grid_mask
 
 
 class SohoEncoder(PixelEncoder):
@@ -39,18 +39,21 @@ class SohoEncoder(PixelEncoder):
         self.use_dictionary = dictionary.fine_tune
         """Look tokens up in the dictionary: always in pre-training (set there), at fine-tuning as configured."""
 
-    def forward(self, images: Tensor) -> VisualTokens:
-        features = self.feature_map(images)
+    def forward(self, images: Tensor, image_sizes: Tensor | None = None) -> VisualTokens:
+        features = self.feature_map(images, image_sizes)
         batch, _, rows, cols = features.shape
         flat = features.flatten(2).transpose(1, 2)  # [B, N, C], raster order
         p = self.projection
         h = p.norm(p.proj(flat))
-        mask = torch.ones(batch, rows * cols, dtype=torch.bool, device=images.device)
+        mask = feature_grid_mask(image_sizes, images.shape[-2:], (rows, cols))
+        if mask is None:
+            mask = torch.ones(batch, rows * cols, dtype=torch.bool, device=images.device)
+        extra = self._position_embedding(rows, cols, images.device)
         if not self.use_dictionary:
             x = self.output_norm(h) + p.type_embedding
-            extra = self._position_embedding(rows, cols, images.device)
-            return self.sample_tokens(VisualTokens.grid(p.dropout(x if extra is None else x + extra)))
-        quantized, codes = self.dictionary(h.reshape(-1, h.shape[-1]))
+            return self.sample_tokens(self._tokens(p.dropout(x if extra is None else x + extra), mask))
+        # Padding cells neither move the dictionary's entries nor become MVM targets.
+        quantized, codes = self.dictionary(h.reshape(-1, h.shape[-1]), valid=mask.flatten())
         codes = codes.view(batch, rows * cols)
         x = h + self.dictionary_projection(quantized.view_as(h))
         masked = None
@@ -58,7 +61,12 @@ class SohoEncoder(PixelEncoder):
             masked = mvm_mask(codes, mask, self.mvm_probability, self.mvm_generator)
             x = torch.where(masked[..., None], self.mask_embedding.to(x.dtype), x)
         x = self.output_norm(x) + p.type_embedding
-        extra = self._position_embedding(rows, cols, images.device)
         if extra is not None:
             x = x + extra
-        return self.sample_tokens(VisualTokens.grid(p.dropout(x), codes=codes, masked=masked))
+        return self.sample_tokens(self._tokens(p.dropout(x), mask, codes=codes, masked=masked))
+
+    @staticmethod
+    def _tokens(features: Tensor, mask: Tensor, **fields: Tensor | None) -> VisualTokens:
+        tokens = VisualTokens.grid(features, **fields)
+        tokens.mask = mask
+        return tokens

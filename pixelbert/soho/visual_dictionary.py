@@ -79,10 +79,15 @@ class VisualDictionary(nn.Module):
         distances = (x.pow(2).sum(1, keepdim=True) - 2 * x @ self.embed.t() + self.embed.pow(2).sum(1)[None, :])
         return distances.argmin(dim=1)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Nearest entries of ``x`` [M, dim] (straight-through) and their codes; in training the entries move
+        toward the features assigned to them, of the ``valid`` [M] rows only when given (not padding)."""
         codes = self.nearest(x.detach())
         if self.training:
-            self.update(x.detach(), codes)
+            if valid is None:
+                self.update(x.detach(), codes)
+            else:
+                self.update(x.detach()[valid], codes[valid])
         quantized = self.embed[codes].to(x.dtype)
         return x + (quantized - x).detach(), codes  # straight-through: value d, gradient to x
 
