@@ -152,6 +152,7 @@ def extraction_stamp(detector_hash: str, visual: VisualConfig, region: RegionCon
             "selection": region.selection, "score_threshold": region.score_threshold, "nms_iou": region.nms_iou, "min_boxes": region.min_boxes,
             "max_boxes": region.max_boxes, "image_size": visual.image_size,
             **({"max_size": visual.max_size} if visual.keeps_aspect else {}),
+            **({"resampler": visual.resampler} if visual.resampler != "pil" else {}),
             "feature_dim": region.representation_size}
 
 

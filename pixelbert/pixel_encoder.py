@@ -111,6 +111,11 @@ class PixelEncoder(TokenSampling, VisualEncoder):
             self.backbone.eval()
         return self
 
+    @property
+    def cell_size(self) -> int:
+        """Input pixels per side of one pixel token: the CNN's output stride times the max-pool."""
+        return self.backbone.stride * self.pool
+
     def feature_map(self, images: Tensor, image_sizes: Tensor | None = None) -> Tensor:
         """[B, 3, H, W] in [0, 1] -> pooled CNN features [B, C, h, w]."""
         if self.config.normalize:
@@ -142,7 +147,7 @@ class PixelEncoder(TokenSampling, VisualEncoder):
         flat = features.flatten(2).transpose(1, 2)  # [B, rows*cols, C], raster order
         hidden = self.projection(flat, extra=self._position_embedding(rows, cols, images.device))
         tokens = VisualTokens.grid(hidden)
-        mask = feature_grid_mask(image_sizes, images.shape[-2:], (rows, cols))
+        mask = feature_grid_mask(image_sizes, self.cell_size, (rows, cols))
         if mask is not None:
             tokens.mask = mask  # padding cells: out of attention, and sampled only when an image has too few
         return self.sample_tokens(tokens)

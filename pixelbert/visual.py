@@ -100,17 +100,16 @@ def valid_grid(valid_rows: Tensor, valid_cols: Tensor, rows: int, cols: int) -> 
     return (inside_rows[:, :, None] & inside_cols[:, None, :]).flatten(1)
 
 
-def feature_grid_mask(image_sizes: Tensor | None, padded: tuple[int, int], grid: tuple[int, int]) -> Tensor | None:
-    """Which cells of a CNN feature grid (``grid`` rows, cols, computed from a batch padded to ``padded`` pixels)
-    see an image: a cell is real when it starts inside the image (ceil of the image's share of the grid).
-    None when ``image_sizes`` is None (square images, no padding)."""
+def feature_grid_mask(image_sizes: Tensor | None, cell: int, grid: tuple[int, int]) -> Tensor | None:
+    """Which cells of a CNN feature grid (``grid`` rows, cols; each cell ``cell`` input pixels a side: the CNN's
+    stride times the pooling) see an image: the ``ceil(size / cell)`` cells the image has alone (stride-2 convs
+    with "same" padding and ceil-mode pooling give exactly that), in its top-left corner. None when
+    ``image_sizes`` is None (square images, no padding)."""
     if image_sizes is None:
         return None
-    (height, width), (rows, cols) = padded, grid
-    sizes = image_sizes.to(torch.long)
-    valid_rows = (sizes[:, 0] * rows + height - 1) // height
-    valid_cols = (sizes[:, 1] * cols + width - 1) // width
-    return valid_grid(valid_rows, valid_cols, rows, cols)
+    rows, cols = grid
+    valid = (image_sizes.to(torch.long) + cell - 1) // cell
+    return valid_grid(valid[:, 0].clamp(max=rows), valid[:, 1].clamp(max=cols), rows, cols)
 
 
 def pixel_mask(image_sizes: Tensor, height: int, width: int) -> Tensor:

@@ -76,12 +76,13 @@ def test_a_reduced_scale_jpeg_decode_keeps_the_files_aspect_ratio(tmp_path: Path
 def test_padding_never_reaches_the_prediction(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(model_setup(name, "tiny", image_size=64, max_size=112)).eval()
-    first, second = torch.rand(3, 64, 112), torch.rand(3, 96, 64)
-    batch = torch.zeros(2, 3, 96, 112)
-    batch[0, :, :64], batch[1, :, :, :64] = first, second
-    sizes = torch.tensor([[64, 112], [96, 64]])
+    # Sizes that are no multiple of a token's 16 px: partial cells at the edge belong to the image, never to padding.
+    first, second = torch.rand(3, 60, 107), torch.rand(3, 90, 64)
+    batch = torch.zeros(2, 3, 90, 107)
+    batch[0, :, :60], batch[1, :, :, :64] = first, second
+    sizes = torch.tensor([[60, 107], [90, 64]])
     noisy = batch.clone()
-    noisy[0, :, 64:], noisy[1, :, :, 64:] = 5.0, -3.0  # anything in the padding
+    noisy[0, :, 60:], noisy[1, :, :, 64:] = 5.0, -3.0  # anything in the padding
     ids = torch.tensor([[101, 2003, 102]] * 2)
     mask = torch.ones_like(ids, dtype=torch.bool)
     with torch.no_grad():
@@ -89,8 +90,10 @@ def test_padding_never_reaches_the_prediction(name: str) -> None:
         assert torch.allclose(clean, model(ids, mask, noisy, image_sizes=sizes).pooled, atol=1e-5)
         tokens = model.encode_images(batch, sizes)
         alone = [model.encode_images(x[None]) for x in (first, second)]
-        # Each image keeps exactly the tokens it has alone: 8x14 cells -> 4x7 after pooling; 12x8 -> 6x4.
-        assert tokens.mask.sum(dim=1).tolist() == [a.num_tokens for a in alone] == [28, 24]
+        # Each image keeps exactly the tokens it has alone (CNN: ceil(60/16) x ceil(107/16) = 4 x 7 and 6 x 4 cells,
+        # though 64 px are 64/107 of the padded batch's 7 columns, 4.2; patches: whole 16 px patches, 3 x 6, 5 x 4).
+        assert tokens.mask.sum(dim=1).tolist() == [a.num_tokens for a in alone]
+        assert [a.num_tokens for a in alone] == ([18, 20] if name == "patch" else [28, 24])
         if name == "patch":  # patches are local and each image's positions are its own: identical to alone
             for row, a in enumerate(alone):
                 assert torch.allclose(tokens.features[row][tokens.mask[row]], a.features[0], atol=1e-6)

@@ -105,7 +105,8 @@ class Region(ModelRecipe):
                                progress=context.progress)
             ms = stats["extraction_ms_per_image"]
             if ms is None:  # everything came from the cache: time the detector live on a few images
-                sample = torch.stack([context.images.uint8(p) for p in paths[:16]]).float().div(255.0)
+                decoded = [context.images.uint8(p) for p in paths[:16]]  # one size: no padding in the timing
+                sample = torch.stack([d for d in decoded if d.shape == decoded[0].shape]).float().div(255.0)
                 ms = time_extraction(encoder, sample.to(next(encoder.detector.parameters()).device))
             return {"encoder": "region", "boxes": region.boxes, "detector": info, "cache": stats,
                     "extraction_ms_per_image": ms}

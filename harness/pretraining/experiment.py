@@ -36,6 +36,7 @@ from harness.records.run_record import build_run_record, write_run_record
 from harness.runtime import Runtime
 from harness.training.resume import ResumeFile
 from harness.training.seeding import seed_everything
+from pixelbert.config import VisualConfig
 from pixelbert.pretraining.heads import PretrainingHeads
 from pixelbert.tokenizer import load_tokenizer
 
@@ -71,9 +72,11 @@ class PretrainOptions:
     """Continue an interrupted pre-training from ``run_dir/resume.safetensors`` (from its last finished epoch)."""
 
 
-def resolve_pixel_sample(model: str, encoder: nn.Module, config: PretrainConfig, image_size: int) -> int | None:
+def resolve_pixel_sample(model: str, encoder: nn.Module, config: PretrainConfig, visual: VisualConfig) -> int | None:
     """Visual tokens to keep per image in pre-training (None = all): ``--pixel-sample``, or the paper's share of
-    this encoder's tokens; an explicit request on a model whose tokens are not sampled (regions) is an error."""
+    this encoder's tokens at the geometry's largest image (short side x long-side cap: Pixel-BERT's 800 x 1333
+    gives its 273 tokens, of which it keeps 100); an explicit request on a model whose tokens are not sampled
+    (regions) is an error."""
     if config.pixel_sample == 0 or not recipe(model).capabilities.token_sampling:
         return None
     if config.pixel_sample is not None:
@@ -81,7 +84,8 @@ def resolve_pixel_sample(model: str, encoder: nn.Module, config: PretrainConfig,
     was_training = encoder.training
     encoder.eval()
     with torch.no_grad():
-        cells = encoder(torch.zeros(1, 3, image_size, image_size)).num_tokens
+        long_side = visual.max_size if visual.keeps_aspect else visual.image_size
+        cells = encoder(torch.zeros(1, 3, visual.image_size, long_side)).num_tokens
     encoder.train(was_training)
     return max(1, round(cells * config.pixel_sample_fraction))
 
@@ -160,7 +164,7 @@ def run_pretraining(options: PretrainOptions) -> dict[str, Any]:
             spec=spec, task=data, images=data.images, splits=splits, options=request.given_options(),
             progress=options.progress, seed=options.seed, detector_boxes=data_source.detector_boxes))
         setup, model = assembled.setup, assembled.model
-        pixel_sample = resolve_pixel_sample(options.model, model.visual_encoder, config, setup.visual.image_size)
+        pixel_sample = resolve_pixel_sample(options.model, model.visual_encoder, config, setup.visual)
         _switch_on(options.model, model.visual_encoder, config, pixel_sample, options.seed)
         heads = PretrainingHeads(model, config.objectives,
                                  setup.dictionary.size if setup.dictionary is not None else None, config.mvm_head)

@@ -61,13 +61,15 @@ class WorldPretraining:
     def identity(self) -> dict[str, Any]:
         """Everything that decides the checkpoint: two runs with the same identity share it."""
         info = json.loads((self.world / "WORLD.json").read_text(encoding="utf-8"))
-        options = {k: (_file_identity(v) if isinstance(v, Path) else v)
-                   for k, v in sorted((self.options or {}).items()) if v is not None}
+        given = dict(self.options or {})
+        geometry = {k: given.pop(k, None) for k in ("image_size", "max_size")}
+        options = {k: (_file_identity(v) if isinstance(v, Path) else v) for k, v in sorted(given.items()) if v is not None}
         # The model's preset config: anything that changes what pre-training sees (the region selection, the
-        # dictionary) must make another checkpoint, never reuse one made under other settings.
+        # dictionary, the image geometry as resolved, so two spellings of one geometry share a checkpoint) must
+        # make another checkpoint, never reuse one made under other settings.
         from harness.models import model_setup
 
-        config = model_setup(self.model, self.preset).config.to_dict()
+        config = model_setup(self.model, self.preset, **geometry).config.to_dict()
         # Pixel sampling is off: the tiny world's images have 16 cells, and the measured protocol kept all.
         return {"model": self.model, "preset": self.preset, "model_config": config,
                 "objectives": list(world_objectives(self.model)),

@@ -45,7 +45,7 @@ class SohoEncoder(PixelEncoder):
         flat = features.flatten(2).transpose(1, 2)  # [B, N, C], raster order
         p = self.projection
         h = p.norm(p.proj(flat))
-        mask = feature_grid_mask(image_sizes, images.shape[-2:], (rows, cols))
+        mask = feature_grid_mask(image_sizes, self.cell_size, (rows, cols))
         if mask is None:
             mask = torch.ones(batch, rows * cols, dtype=torch.bool, device=images.device)
         extra = self._position_embedding(rows, cols, images.device)
