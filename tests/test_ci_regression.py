@@ -79,7 +79,8 @@ def ci_blind_run(world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("ci-blind") / "pixelbert-vqa"
     real = PixelEncoder.forward
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(PixelEncoder, "forward", lambda self, images: real(self, torch.rand_like(images)))
+        patch.setattr(PixelEncoder, "forward",
+                      lambda self, images, image_sizes=None: real(self, torch.rand_like(images), image_sizes))
         result = CliRunner().invoke(cli, ["run", *RUN_ARGS, "--data", str(world / "vqa.yaml"),
                                           "--run-dir", str(run_dir)])
     assert result.exit_code == 0, result.output
