@@ -62,15 +62,15 @@ def test_run_with_workers_reports_a_bad_training_image_in_one_line(world: Path, 
     """A training image that fails to decode inside a DataLoader worker: exit 2 and one line naming the file."""
     import harness.batches
 
-    real = harness.batches.load_image
+    real = harness.batches.decode_image
 
-    def load(path, at_least=None):
+    def decode(path, at_least=None):
         if str(path).endswith(".png") and os.getpid() != parent:  # only in a worker: the main process is fine
             raise DataError(f"{path}: cannot decode image (truncated?)")
         return real(path, at_least)
 
     parent = os.getpid()
-    monkeypatch.setattr(harness.batches, "load_image", load)  # forked workers inherit it
+    monkeypatch.setattr(harness.batches, "decode_image", decode)  # forked workers inherit it
     result = CliRunner().invoke(cli, ["run", "--model", "textonly", "--task", "vqa", "--data", str(world / "vqa.yaml"),
                                       "--run-dir", str(tmp_path / "r"), "--epochs", "1", "--limit", "16",
                                       "--pretraining", "none", "--workers", "1", "--threads", "1", "--no-progress"])
