@@ -1,7 +1,10 @@
 """COCO-format box annotations (``instances_*.json``) of a dataset split, matched to the split's image files.
 
 The detector trains and is scored on these; ``--boxes gt`` uses them as the oracle detector. An annotation
-file names images by ``file_name`` and ``id``; the spec's image template (VQA: over ``image_id``) or image
+file names images by ``file_name`` and ``id``. Optional Visual Genome-style attributes: a top-level
+``attributes`` list (``id``, ``name``; ids from 1, 0 meaning "no attribute") and ``attribute_ids`` per
+annotation, which bottom-up attention's attribute head trains on (its softmax takes one label per box: the
+first id). The spec's image template the spec's image template (VQA: over ``image_id``) or image
 root (Karpathy: ``root/file_name``) says where the files are, exactly as the task's own loader resolves them.
 """
 
@@ -25,6 +28,7 @@ class BoxedImage:
     height: int
     boxes: torch.Tensor  # [N, 4] float, absolute (x1, y1, x2, y2) in the image's own pixels
     labels: torch.Tensor  # [N] long, COCO category ids
+    attributes: torch.Tensor | None = None  # [N] long, each box's first attribute id (0: none); None: no attributes
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class CocoBoxes:
     file: Path
     categories: dict[int, str]  # COCO category id -> name
     images: list[BoxedImage]
+    attributes: dict[int, str] | None = None  # attribute id -> name, where the file has attributes
 
 
 def split_boxes_file(spec: DatasetSpec, split: str) -> Path | None:
@@ -51,6 +56,7 @@ def load_coco_boxes(spec: DatasetSpec, split: str) -> CocoBoxes:
         raise DataError(f"{path}: expected COCO instances JSON with images, annotations and categories lists")
     try:
         categories = {int(c["id"]): str(c["name"]) for c in data["categories"]}
+        attributes = _attributes(data, path)
         per_image: dict[int, list[dict]] = {}
         for ann in data["annotations"]:
             if not ann.get("iscrowd", 0):
@@ -68,10 +74,31 @@ def load_coco_boxes(spec: DatasetSpec, split: str) -> CocoBoxes:
             file = locate(info)
             if file is None:
                 continue  # boxed, but not in this split (COCO's val2014 file also covers Karpathy restval)
-            images.append(BoxedImage(image_id, file, int(info["width"]), int(info["height"]), boxes, labels))
+            firsts = None
+            if attributes is not None:
+                firsts = torch.tensor([_first_attribute(a, attributes, path) for a in anns], dtype=torch.long)
+            images.append(BoxedImage(image_id, file, int(info["width"]), int(info["height"]), boxes, labels, firsts))
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise DataError(f"{path}: malformed COCO instances entry ({type(exc).__name__}: {exc})") from None
-    return CocoBoxes(path, categories, images)
+    return CocoBoxes(path, categories, images, attributes)
+
+
+def _attributes(data: dict, path: Path) -> dict[int, str] | None:
+    if "attributes" not in data:
+        return None
+    if not isinstance(data["attributes"], list) or not data["attributes"]:
+        raise DataError(f"{path}: 'attributes' must be a non-empty list of {{id, name}}")
+    attributes = {int(a["id"]): str(a["name"]) for a in data["attributes"]}
+    if min(attributes) < 1:
+        raise DataError(f"{path}: attribute ids start at 1 (0 means 'no attribute')")
+    return attributes
+
+
+def _first_attribute(annotation: dict, attributes: dict[int, str], path: Path) -> int:
+    ids = annotation.get("attribute_ids") or []
+    if not isinstance(ids, list) or any(int(i) not in attributes for i in ids):
+        raise DataError(f"{path}: annotation {annotation.get('id')} has an unknown attribute id")
+    return int(ids[0]) if ids else 0
 
 
 def _locator(spec: DatasetSpec, split: str, path: Path):

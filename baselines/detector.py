@@ -4,7 +4,8 @@
   ``RegionConfig``: anchor sizes suited to the image size, a small box head for the tiny preset).
 - :func:`train_detector` trains it on COCO-format boxes (SGD, momentum, linear warm-up), the box-annotation
   cost that Pixel-BERT avoids.
-- :func:`evaluate_map` scores it with pycocotools' box mAP on a held-out split.
+- :func:`evaluate_map` scores it with pycocotools' box mAP on a held-out split, :func:`evaluate_attributes` its
+  attribute head (bottom-up attention's, ``baselines/attribute_head.py``) on the held-out annotated boxes.
 - :func:`save_detector` / :func:`load_detector`: safetensors with a JSON header (configs, categories, mAP), or a
   plain torchvision ``state_dict`` saved with ``torch.save``.
 """
@@ -39,8 +40,9 @@ def detector_input_size(visual: VisualConfig, region: RegionConfig) -> int:
     return region.detector_size or visual.image_size
 
 
-def build_detector(visual: VisualConfig, region: RegionConfig, num_classes: int) -> nn.Module:
-    """A torchvision FasterRCNN with ``num_classes`` object classes (+ background) and no downloaded weights."""
+def build_detector(visual: VisualConfig, region: RegionConfig, num_classes: int, num_attributes: int = 0) -> nn.Module:
+    """A torchvision FasterRCNN with ``num_classes`` object classes (+ background) and no downloaded weights;
+    with ``num_attributes`` > 0, bottom-up attention's attribute head over them (+ "no attribute")."""
     from torchvision.models.detection import FasterRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -59,7 +61,7 @@ def build_detector(visual: VisualConfig, region: RegionConfig, num_classes: int)
     # and long side at most the visual config's max_size) and normalises like PixelEncoder.
     # Proposal and sampling counts are scaled down from the 800 px defaults: a 64 px scene has a handful of
     # objects, and the defaults (2000 proposals, 512 RoIs per image) would only cost CPU time.
-    return FasterRCNN(
+    detector = FasterRCNN(
         backbone, num_classes=None, min_size=size, max_size=visual.max_size if visual.keeps_aspect else size,
         image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
         rpn_anchor_generator=anchors, box_roi_pool=roi_pool, box_head=box_head,
@@ -69,6 +71,12 @@ def build_detector(visual: VisualConfig, region: RegionConfig, num_classes: int)
         rpn_batch_size_per_image=128, box_batch_size_per_image=64,
         box_score_thresh=0.01, box_detections_per_img=100,
     )
+    if num_attributes > 0:
+        from baselines.attribute_head import AttributeHead, AttributeRoIHeads
+
+        head = AttributeHead(region.representation_size, num_classes, num_attributes)
+        detector.roi_heads = AttributeRoIHeads(detector.roi_heads, head, region.attribute_loss_weight)
+    return detector
 
 
 def require_detectron2() -> None:
@@ -93,6 +101,21 @@ def num_classes_of(state: dict[str, Tensor]) -> int:
     return int(state[key].shape[0]) - 1
 
 
+def num_attributes_of(state: dict[str, Tensor]) -> int:
+    """Attributes (without "no attribute") of a detector state dict's attribute head; 0 without one."""
+    key = "roi_heads.attribute.score.weight"
+    return int(state[key].shape[0]) - 1 if key in state else 0
+
+
+def has_attribute_head(detector: nn.Module) -> bool:
+    return hasattr(detector.roi_heads, "attribute")
+
+
+def inference_state(detector: nn.Module) -> dict[str, Tensor]:
+    """The weights detection and region features use: all but the attribute head, which only trains them."""
+    return {k: v for k, v in detector.state_dict().items() if not k.startswith("roi_heads.attribute.")}
+
+
 def state_hash(module: nn.Module) -> str:
     """A content hash of the weights: what feature caches are stamped with (names, shapes and values)."""
     digest = hashlib.sha256()
@@ -106,9 +129,19 @@ def state_hash(module: nn.Module) -> str:
 # --------------------------------------------------------------------------------------------- training
 
 
-def _targets(item: BoxedImage, label_index: dict[int, int]) -> dict[str, Tensor]:
+def _targets(item: BoxedImage, label_index: dict[int, int],
+             attribute_index: dict[int, int] | None) -> dict[str, Tensor]:
     labels = torch.tensor([label_index[int(c)] for c in item.labels.tolist()], dtype=torch.long)
-    return {"boxes": item.boxes.clone(), "labels": labels}
+    out = {"boxes": item.boxes.clone(), "labels": labels}
+    if attribute_index is not None:
+        ids = item.attributes.tolist() if item.attributes is not None else [0] * len(labels)
+        out["attributes"] = torch.tensor([attribute_index.get(int(a), 0) for a in ids], dtype=torch.long)
+    return out
+
+
+def _attribute_index(data: CocoBoxes) -> dict[int, int]:
+    """Attribute id -> the head's output (1..A in id order; 0 = no attribute)."""
+    return {a: i + 1 for i, a in enumerate(sorted(data.attributes or {}))}
 
 
 def _read_uint8(path: Path) -> Tensor:
@@ -126,7 +159,12 @@ def train_detector(detector: nn.Module, data: CocoBoxes, region: RegionConfig, *
         raise VlbenchError(f"{data.file}: no image has a box to train the detector on")
     pixels = [_read_uint8(item.path) for item in tqdm(items, desc="load detector images", disable=not progress,
                                                         leave=False, unit="img")]
-    targets = [_targets(item, label_index) for item in items]
+    attribute_index = None
+    if has_attribute_head(detector):
+        if data.attributes is None:
+            raise VlbenchError(f"{data.file}: the detector has an attribute head but the file names no attributes")
+        attribute_index = _attribute_index(data)
+    targets = [_targets(item, label_index, attribute_index) for item in items]
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in detector.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=region.detector_lr, momentum=0.9, weight_decay=1e-4)
@@ -155,7 +193,7 @@ def train_detector(detector: nn.Module, data: CocoBoxes, region: RegionConfig, *
                     images[j] = images[j].flip(-1)
                     boxes = batch_targets[j]["boxes"].clone()
                     boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
-                    batch_targets[j] = {"boxes": boxes, "labels": batch_targets[j]["labels"]}
+                    batch_targets[j] = {**batch_targets[j], "boxes": boxes}
             losses = detector(images, batch_targets)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
@@ -215,6 +253,37 @@ def evaluate_map(detector: nn.Module, data: CocoBoxes, *, batch_size: int = 32, 
             "map75": round(float(stats[2]) * 100, 2), "detections": len(results), "images": len(data.images)}
 
 
+@torch.no_grad()
+def evaluate_attributes(detector: nn.Module, data: CocoBoxes, *, batch_size: int = 32,
+                        progress: bool = True) -> dict[str, Any] | None:
+    """Accuracy of the attribute head on ``data``'s annotated boxes, each given its true class (how bottom-up
+    attention's head is fed in training); None without a head or attributes."""
+    if not has_attribute_head(detector) or data.attributes is None:
+        return None
+    label_index = {cat: i + 1 for i, cat in enumerate(sorted(data.categories))}
+    attribute_index = _attribute_index(data)
+    items = [item for item in data.images if len(item.boxes)]
+    detector.eval()
+    right = total = 0
+    for begin in tqdm(range(0, len(items), batch_size), desc="detector attributes", disable=not progress,
+                      leave=False, unit="batch"):
+        chunk = items[begin:begin + batch_size]
+        targets = [_targets(item, label_index, attribute_index) for item in chunk]
+        image_list, scaled = detector.transform([_read_uint8(item.path).float().div(255.0) for item in chunk],
+                                                targets)
+        features = detector.backbone(image_list.tensors)
+        features = features if isinstance(features, dict) else {"0": features}
+        heads = detector.roi_heads
+        box_features = heads.box_head(heads.box_roi_pool(features, [t["boxes"] for t in scaled],
+                                                         image_list.image_sizes))
+        predicted = heads.predict(box_features, torch.cat([t["labels"] for t in scaled]))
+        truth = torch.cat([t["attributes"] for t in scaled])
+        right += int((predicted == truth).sum())
+        total += len(truth)
+    return {"accuracy": round(100.0 * right / max(1, total), 2), "boxes": total,
+            "attributes": len(data.attributes)}
+
+
 def _gt_dataset(data: CocoBoxes) -> dict[str, Any]:
     images, annotations = [], []
     for item in data.images:
@@ -266,7 +335,7 @@ def load_detector(path: Path, visual: VisualConfig, region: RegionConfig) -> tup
         if any(k.startswith(("proposal_generator.", "roi_heads.box_head.fc1.")) for k in state):
             raise VlbenchError(f"{path}: detectron2 key names; use the detectron2 backend")
         meta = {"source": str(path)}
-    detector = build_detector(visual, region, num_classes_of(state))
+    detector = build_detector(visual, region, num_classes_of(state), num_attributes_of(state))
     own = detector.state_dict()
     bad = sorted(set(own) ^ set(state)) or sorted(k for k in own if own[k].shape != state[k].shape)
     if bad:

@@ -28,7 +28,14 @@ from torch import nn
 from tqdm import tqdm
 
 from baselines.coco_boxes import CocoBoxes, load_coco_boxes, split_boxes_file
-from baselines.detector import build_detector, evaluate_map, load_detector, save_detector, train_detector
+from baselines.detector import (
+    build_detector,
+    evaluate_attributes,
+    evaluate_map,
+    load_detector,
+    save_detector,
+    train_detector,
+)
 from baselines.feature_cache import (
     CachedImage,
     CacheWriter,
@@ -100,19 +107,24 @@ def train_and_save(visual: VisualConfig, region: RegionConfig, spec: DatasetSpec
     """Train a detector on ``spec``'s train boxes, measure held-out mAP, write ``out``; returns its record."""
     data = train_data or load_coco_boxes(spec, "train")
     torch.manual_seed(seed)
-    detector = build_detector(visual, region, len(data.categories))
+    attributes = data.attributes if region.attribute_loss_weight > 0 else None
+    detector = build_detector(visual, region, len(data.categories), len(attributes or ()))
     if progress:
         print(f"training the region detector on {len(data.images)} images of {data.file} (once)", file=sys.stderr)
     training = train_detector(detector, data, region, seed=seed, progress=progress)
     held_out = _held_out(spec)
-    quality = evaluate_map(detector, load_coco_boxes(spec, held_out), progress=progress) if held_out else None
+    held = load_coco_boxes(spec, held_out) if held_out else None
+    quality = evaluate_map(detector, held, progress=progress) if held is not None else None
+    attribute_quality = evaluate_attributes(detector, held, progress=progress) if held is not None else None
     meta = {"visual": visual.to_dict(), "region": region.to_dict(), "categories": data.categories,
-            "boxes": str(data.file), "map_split": held_out, "mAP": quality, "training": training, "seed": seed}
+            "boxes": str(data.file), "map_split": held_out, "mAP": quality, "training": training, "seed": seed,
+            **({"attributes": attributes, "attribute_accuracy": attribute_quality} if attributes else {})}
     digest = save_detector(out, detector, meta)
     return {**meta, "hash": digest, "path": str(out)}
 
 
-_RECORD_KEYS = ("path", "hash", "mAP", "map_split", "boxes", "categories", "seed", "source")
+_RECORD_KEYS = ("path", "hash", "mAP", "map_split", "boxes", "categories", "attributes", "attribute_accuracy", "seed",
+                "source")
 
 
 def _record(meta: dict[str, Any], trained_now: bool) -> dict[str, Any]:
@@ -135,7 +147,8 @@ def resolve_detector(visual: VisualConfig, region: RegionConfig, spec: DatasetSp
     assert train_file is not None
     identity = {"visual": visual.to_dict(), "region": {k: v for k, v in asdict(region).items() if k in (
         "backend", "detector_size", "anchor_sizes", "aspect_ratios", "roi_size", "representation_size",
-        "detector_epochs", "detector_lr", "detector_batch_size")}, "boxes": _file_hash(train_file), "seed": source.seed}
+        "detector_epochs", "detector_lr", "detector_batch_size", "attribute_loss_weight")},
+        "boxes": _file_hash(train_file), "seed": source.seed}
     path = (source.cache or cache_root()) / "detectors" / f"frcnn-{stamp_hash(identity)}.safetensors"
     trained_now = False
     if not path.is_file():

@@ -220,6 +220,11 @@ class RegionConfig:
     detector_epochs: int = 4
     detector_lr: float = 0.02
     detector_batch_size: int = 16
+    attribute_loss_weight: float = 0.5
+    """Bottom-up attention's attribute head (``baselines/attribute_head.py``; loss weight 0.5 as in its
+    train.prototxt), trained where the boxes file names attributes (the embedded world's colours since v5;
+    Visual Genome's 400). It shapes the region features and is dropped when they are extracted. 0: no head, as
+    vlbench's detectors before it (and a plain COCO-classes Faster R-CNN)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "anchor_sizes", tuple(int(a) for a in self.anchor_sizes))
@@ -244,14 +249,17 @@ class RegionConfig:
             raise VlbenchError("detector_size >= 0, roi_size >= 1 and representation_size >= 1 required")
         if self.detector_epochs < 1 or self.detector_batch_size < 1 or self.detector_lr <= 0:
             raise VlbenchError("detector epochs, batch size and learning rate must be positive")
+        if not 0.0 <= self.attribute_loss_weight < 1e6:
+            raise VlbenchError(f"attribute_loss_weight must be >= 0, got {self.attribute_loss_weight}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RegionConfig:
-        # Checkpoints and detectors from before ``selection`` existed were made with the regressed boxes.
-        return cls(**_from_dict(cls, {"selection": "regressed", **data}, "region"))
+        # Checkpoints and detectors from before ``selection`` existed were made with the regressed boxes, and
+        # those from before the attribute head without one.
+        return cls(**_from_dict(cls, {"selection": "regressed", "attribute_loss_weight": 0.0, **data}, "region"))
 
 
 DICTIONARY_SCHEDULES = ("constant", "annealed")

@@ -44,7 +44,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def detector_file(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """A region detector trained for 2 epochs on 48 world scenes (seconds), saved as `vlbench detector train` does."""
+    """A region detector (with its attribute head) trained for 2 epochs on 48 world scenes (seconds), saved as
+    `vlbench detector train` does."""
     from dataclasses import replace
 
     import torch
@@ -59,7 +60,8 @@ def detector_file(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     data = load_coco_boxes(load_spec(world / "vqa.yaml"), "train")
     data = replace(data, images=data.images[:48])
     torch.manual_seed(0)
-    detector = build_detector(tiny.visual, region, len(data.categories))
+    # With bottom-up attention's attribute head, as the default detector trains on the world's colours.
+    detector = build_detector(tiny.visual, region, len(data.categories), len(data.attributes or ()))
     training = train_detector(detector, data, region, progress=False)
     path = tmp_path_factory.mktemp("detector") / "detector.safetensors"
     save_detector(path, detector, {"visual": tiny.visual.to_dict(), "region": region.to_dict(), "training": training})

@@ -160,7 +160,7 @@ def test_bad_geometry_is_one_line(world: Path, tmp_path: Path) -> None:
 def test_the_detector_sees_each_image_of_a_padded_batch_alone(detector_file, world: Path) -> None:
     from dataclasses import replace
 
-    from baselines.detector import load_detector
+    from baselines.detector import inference_state, load_detector
     from baselines.region_encoder import RegionEncoder
     from pixelbert.config import RegionConfig
 
@@ -168,7 +168,7 @@ def test_the_detector_sees_each_image_of_a_padded_batch_alone(detector_file, wor
     region = RegionConfig(detector_epochs=2, detector_batch_size=8, min_boxes=3, max_boxes=8)
     detector, _ = load_detector(detector_file[0], tiny.visual, region)
     encoder = RegionEncoder(replace(tiny, region=replace(region, num_classes=5)), tiny.transformer.hidden_size)
-    encoder.detector.load_state_dict(detector.state_dict())
+    encoder.detector.load_state_dict(inference_state(detector))
     encoder.eval()
     square = ImageTensors(64).batch([world / "images" / f"world_{i:06d}.png" for i in (1, 2)])
     wide = torch.nn.functional.interpolate(square[1:], size=(64, 96), mode="bilinear")[0]

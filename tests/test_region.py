@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from baselines.coco_boxes import load_coco_boxes
-from baselines.detector import build_detector, evaluate_map, load_detector
+from baselines.detector import build_detector, evaluate_map, inference_state, load_detector
 from baselines.feature_cache import open_cache
 from baselines.grid_encoder import GridEncoder
 from baselines.importers import import_tsv
@@ -38,7 +38,7 @@ def _encoder(detector_file: tuple[Path, dict], **region: object) -> RegionEncode
     detector, _ = load_detector(detector_file[0], TINY.visual, REGION)
     config = replace(TINY, region=replace(REGION, num_classes=5, **region))
     encoder = RegionEncoder(config, TINY.transformer.hidden_size)
-    encoder.detector.load_state_dict(detector.state_dict())
+    encoder.detector.load_state_dict(inference_state(detector))
     return encoder.eval()
 
 

@@ -372,9 +372,17 @@ def test_coco_boxes(cli_world: Path, meta: dict[str, Any]) -> None:
             assert ann["id"] not in annotation_ids
             annotation_ids.add(ann["id"])
             per_image[ann["image_id"]] += 1
-        # Every object is visible, so every object has its box.
+        # Every object is visible, so every object has its box, and its colour as its one attribute
+        # (annotations in the scene's object order).
+        colour = {a["id"]: a["name"] for a in coco["attributes"]}
+        assert sorted(colour.values()) == sorted(COLOR_NAMES) and min(colour) == 1
+        named: dict[int, list[str]] = {}
+        for ann in coco["annotations"]:
+            named.setdefault(ann["image_id"], []).extend(colour[i] for i in ann["attribute_ids"])
         for image_id in images:
-            assert per_image[image_id] == len(meta["images"][str(image_id)]["objects"])
+            objects = meta["images"][str(image_id)]["objects"]
+            assert per_image[image_id] == len(objects)
+            assert named[image_id] == [o["color"] for o in objects]
         # Occlusion happens but is partial: each object keeps at least half of its outline's area visible.
         visible = [ann["area"] / _polygon_area(ann["segmentation"][0]) for ann in coco["annotations"]]
         assert min(visible) >= 0.5

@@ -32,8 +32,9 @@ def detector() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace a detector already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def train(data, run_dir, preset, epochs, limit, seed, overwrite, no_progress) -> None:
-    """Train the detector on the train split's boxes; report pycocotools box mAP on the held-out split
-    (test, else val). Pass the file to `vlbench run --model region --detector DIR/detector.safetensors`."""
+    """Train the detector on the train split's boxes (and, where the boxes file names attributes, bottom-up
+    attention's attribute head on them); report pycocotools box mAP and attribute accuracy on the held-out
+    split (test, else val). Pass the file to `vlbench run --model region --detector DIR/detector.safetensors`."""
     from baselines.coco_boxes import load_coco_boxes
     from baselines.region_setup import train_and_save
     from harness.data.spec import load_spec
@@ -57,8 +58,10 @@ def train(data, run_dir, preset, epochs, limit, seed, overwrite, no_progress) ->
     record = train_and_save(setup.visual, region, spec, out, seed=seed, progress=not no_progress, train_data=boxes)
     write_json(run_dir / "detector.json", record)
     quality = record.get("mAP") or {}
-    click.echo(f"detector: box mAP {quality.get('map')} (AP50 {quality.get('map50')}) on {record['map_split']}, "
-               f"{record['training']['wall_seconds']:.0f}s training -> {out}")
+    attributes = record.get("attribute_accuracy")
+    attributes = f", attribute accuracy {attributes['accuracy']}" if attributes else ""
+    click.echo(f"detector: box mAP {quality.get('map')} (AP50 {quality.get('map50')}){attributes} on "
+               f"{record['map_split']}, {record['training']['wall_seconds']:.0f}s training -> {out}")
 
 
 @click.group()

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from baselines.detector import num_classes_of
+from baselines.detector import inference_state, num_classes_of
 from baselines.region_encoder import RegionEncoder
 from harness.errors import VlbenchError
 from harness.models import MODELS, Capabilities, ModelRecipe, ModelSetup, PrepareContext, Prepared
@@ -94,7 +94,7 @@ class Region(ModelRecipe):
 
         def finish(model: VisionLanguageModel) -> dict[str, Any]:
             encoder: RegionEncoder = model.visual_encoder  # type: ignore[assignment]
-            encoder.detector.load_state_dict(detector.state_dict())
+            encoder.detector.load_state_dict(inference_state(detector))
             if not context.feature_cache:
                 # `bench` times the detector itself: no cache attached, every image goes through it live.
                 return {"encoder": "region", "boxes": region.boxes, "detector": info, "cache": None}

@@ -1,7 +1,9 @@
 """COCO instances JSON for the shared scenes: one category per shape, boxes = visible extent of each object.
 
 This is the supervision a region detector needs and Pixel-BERT does not; writing it in the real COCO format
-lets the region baseline train its detector the honest way.
+lets the region baseline train its detector the honest way. Each annotation also names its object's colour as
+an attribute (``attribute_ids``, ids into a top-level ``attributes`` list), as Visual Genome annotates objects
+with attributes: bottom-up attention's detector trains an attribute head on them beside the object classes.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.world.render import Rendered
-from harness.world.scene import SHAPES, Scene
+from harness.world.scene import COLOR_NAMES, SHAPES, Scene
 from harness.world.sizes import GENERATOR_VERSION
 
 CATEGORIES: list[dict[str, Any]] = [
     {"id": i, "name": shape, "supercategory": "shape"} for i, shape in enumerate(SHAPES, start=1)
 ]
 CATEGORY_ID = {c["name"]: c["id"] for c in CATEGORIES}
+# Visual Genome-style attributes (its most frequent are colours); id 0 is left for "no attribute".
+ATTRIBUTES: list[dict[str, Any]] = [{"id": i, "name": color} for i, color in enumerate(COLOR_NAMES, start=1)]
+ATTRIBUTE_ID = {a["name"]: a["id"] for a in ATTRIBUTES}
 
 
 @dataclass
@@ -40,6 +45,7 @@ class CocoBuilder:
                 "bbox": list(box),
                 "area": area,
                 "iscrowd": 0,
+                "attribute_ids": [ATTRIBUTE_ID[obj.color]],
                 # The unoccluded outline; the box and area are what stays visible.
                 "segmentation": [polygon],
             })
@@ -55,4 +61,5 @@ class CocoBuilder:
             "images": images,
             "annotations": annotations,
             "categories": CATEGORIES,
+            "attributes": ATTRIBUTES,
         }

@@ -5,7 +5,9 @@ makes the same seed produce different files, so cached worlds (``cache.py``) are
 ``SAMPLING_STREAMS`` salts the random streams (``synth._rng``): bump it too when the sampling logic changes; a
 version that only writes more of the same draws (v4: captions for every test scene) keeps the old salt, so every
 file the previous version wrote keeps its content but for the version strings in headers (same images, same
-VQA / NLVR2 / COCO / caption data and fingerprints; pre-training on v4 gave a byte-identical checkpoint).
+VQA / NLVR2 / COCO / caption data and fingerprints; pre-training on v4 gave a byte-identical checkpoint). v5 only
+adds each object's colour as an attribute to the COCO box files (the region detector's attribute head); every
+other file is v4's.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from harness.errors import VlbenchError
 from harness.world.nlvr2_statements import TEMPLATES as NLVR2_TEMPLATES
 
-GENERATOR_VERSION = "v4"
+GENERATOR_VERSION = "v5"
 SAMPLING_STREAMS = "v3"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
