@@ -24,10 +24,19 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     # share follows the machine's CPU use, and two runs a test compares must not get different counts (CPU float
     # sums depend on it). tests/test_workers_and_threads.py checks the share itself.
     # VLBENCH_THREADS, not OMP_NUM_THREADS: torchrun's ranks started by a test keep the 1 thread torchrun gives them.
+    # Under pytest-xdist (addopts' -n) the CPUs are split among the workers instead: 2 workers on 2 cores with 2
+    # threads each would keep 4 threads busy-waiting for 2 cores. Set in each worker, before any test runs.
     if not os.environ.get("VLBENCH_THREADS"):
         import torch
 
-        os.environ["VLBENCH_THREADS"] = str(torch.get_num_threads())
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+        if workers > 1:
+            from harness.threads import usable_cpus
+
+            os.environ["VLBENCH_THREADS"] = str(max(1, usable_cpus() // workers))
+            torch.set_num_threads(int(os.environ["VLBENCH_THREADS"]))  # also the tests that call torch directly
+        else:
+            os.environ["VLBENCH_THREADS"] = str(torch.get_num_threads())
 
 
 @pytest.fixture(scope="session")
