@@ -75,3 +75,17 @@ def detector_file(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     path = tmp_path_factory.mktemp("detector") / "detector.safetensors"
     save_detector(path, detector, {"visual": tiny.visual.to_dict(), "region": region.to_dict(), "training": training})
     return path, training
+
+
+# The slowest files, longest first (measured with 2 workers: the first two train for several minutes, the next
+# ten took a fifth to a half of that each). pytest-xdist hands out whole files in collection order (addopts: --dist loadfile
+# --no-loadscope-reorder), so the two long ones start at once on different workers, and what is left for the end
+# are short files instead of one that keeps a worker busy while the others are idle. The rest keep their order.
+LONGEST_FIRST = ("test_ci_regression.py", "test_ci_regression_blind.py", "test_registry.py", "test_resume.py",
+                 "test_distributed.py", "test_run.py", "test_workers_and_threads.py", "test_pretrain_run.py",
+                 "test_region_run.py", "test_world_pretraining.py", "test_world.py", "test_embedded_tables.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests stay together
