@@ -77,10 +77,22 @@ def detector_file(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return path, training
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """`-n auto` (addopts) with the tests of one file: no workers, they run in this process with all its threads
+    (a file goes to a single worker anyway, which would only add its start-up and get a share of the CPUs)."""
+    import os
+
+    files = {str(arg).split("::")[0] for arg in config.args}
+    if len(files) == 1 and files.pop().endswith(".py") and not os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return 0
+    return None  # pytest-xdist's own count
+
+
 # The slowest files, longest first (measured with 2 workers: the first two train for several minutes, the next
-# ten took a fifth to a half of that each). pytest-xdist hands out whole files in collection order (addopts: --dist loadfile
-# --no-loadscope-reorder), so the two long ones start at once on different workers, and what is left for the end
-# are short files instead of one that keeps a worker busy while the others are idle. The rest keep their order.
+# ten took a fifth to a half of that each). pytest-xdist hands out whole files in collection order (addopts:
+# --dist loadfile --no-loadscope-reorder), so the two long ones start at once on different workers, and what is
+# left for the end are short files instead of one that keeps a worker busy while the others are idle. The rest
+# keep their order.
 LONGEST_FIRST = ("test_ci_regression.py", "test_ci_regression_blind.py", "test_registry.py", "test_resume.py",
                  "test_distributed.py", "test_run.py", "test_workers_and_threads.py", "test_pretrain_run.py",
                  "test_region_run.py", "test_world_pretraining.py", "test_world.py", "test_embedded_tables.py")
