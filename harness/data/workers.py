@@ -9,7 +9,7 @@ surfaces as a RuntimeError naming its pid. Both are turned back into one line he
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from harness.errors import VlbenchError
 
@@ -48,12 +48,30 @@ def reported(batches: Iterator[T]) -> Iterator[T]:
     try:
         yield from batches
     except VlbenchError as exc:
+        _stop_workers(batches)
         raise type(exc)(original_message(str(exc))) from None
     except (ConnectionError, EOFError) as exc:
         # A worker killed while handing over a batch: the pipe to it breaks before SIGCHLD is seen.
+        _stop_workers(batches)
         raise _died(f"connection lost: {exc}") from None
     except RuntimeError as exc:
         error = worker_died(exc)
         if error is None:
             raise
+        _stop_workers(batches)
         raise error from None
+
+
+def _stop_workers(batches: Iterator[Any]) -> None:
+    """Shut the iterator's workers down now, which also unregisters them from PyTorch's SIGCHLD handler: the
+    iterator stays alive as long as the traceback of our error does, and until then a dead worker's SIGCHLD would
+    raise a second error, a RuntimeError, wherever the main process stands when it arrives (measured: inside the
+    caller's handling of the first one)."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # DataLoader's multi-process iterator
+    if shutdown is None:
+        return
+    try:
+        shutdown()
+    except RuntimeError as exc:  # the signal arrived during shutdown; its finally unregistered the workers
+        if worker_died(exc) is None:
+            raise
