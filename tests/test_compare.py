@@ -83,8 +83,19 @@ def test_significance_marks_a_known_different_pair_and_not_a_known_equal_pair(tm
     assert by_pair[("pixelbert", "region")]["significant"] == "True"
     assert by_pair[("pixelbert", "soho")]["significant"] == "False"
     assert "examples only" in by_pair[("pixelbert", "region")]["detail"]  # one seed each: said plainly
-    # the footnote names the threshold, the correction and how many comparisons it covers
-    assert "p < 0.05" in md and "Holm" in md and "all 6 comparisons" in md
+    # Holm's family is a column (3 pairs of one metric), and the footnote says so with the threshold
+    assert {r["family"] for r in sig} == {"nlvr2/accuracy"} and {r["family_size"] for r in sig} == {"3"}
+    assert "p < 0.05" in md and "Holm" in md and "the 3 pairwise comparisons of one task and metric" in md
+    raw = sorted(float(r["p_value"]) for r in sig)
+    assert sorted(float(r["p_holm"]) for r in sig)[0] == pytest.approx(min(1.0, 3 * raw[0]))
+    # --holm-family report: one family of every metric's pairs (accuracy and consistency: 6)
+    code, _, err = _compare(str(tmp_path), "--out", str(tmp_path / "rep-all"), "--holm-family", "report")
+    assert code == 0, err
+    every = list(csv.DictReader((tmp_path / "rep-all" / "significance.csv").open()))
+    assert len(every) == 6 and {r["family"] for r in every} == {"report"} and {r["family_size"] for r in every} == {"6"}
+    smallest = min(every, key=lambda r: float(r["p_value"]))
+    assert float(smallest["p_holm"]) == pytest.approx(min(1.0, 6 * float(smallest["p_value"])))
+    assert "all 6 comparisons of this report" in (tmp_path / "rep-all" / "comparison.md").read_text()
     # the interval of the difference to the column's best, in the row of the worse model
     differences = md.split("## Differences to each column's best")[1].split("##")[0]
     region = next(line for line in differences.splitlines() if line.startswith("| region"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from harness.reports.significance import DEFAULT_RESAMPLES
+from harness.reports.significance import DEFAULT_RESAMPLES, FAMILIES
 
 
 @click.command()
@@ -21,12 +21,16 @@ from harness.reports.significance import DEFAULT_RESAMPLES
                    "tests across them). Without it such runs are refused.")
 @click.option("--resamples", type=click.IntRange(min=100), default=DEFAULT_RESAMPLES, show_default=True,
               help="Cluster-bootstrap resamples for the example variance of every test.")
+@click.option("--holm-family", type=click.Choice(FAMILIES), default="column", show_default=True,
+              help="What Holm's correction counts together: column = the pairwise comparisons of one task and "
+                   "metric (what a column's bold and daggers rest on); report = every comparison of the report "
+                   "(every metric, sub-metrics included: far more conservative).")
 @click.option("--no-plots", is_flag=True, help="Tables and HTML only.")
 @click.option("--embed", "embeds", multiple=True, metavar="FILE:NAME",
               help="Also write the main table into FILE between the lines <!-- NAME:begin --> and <!-- NAME:end "
                    "--> (repeatable): how the README and docs/results quote committed runs (nox -s results).")
 def compare(run_dirs: tuple[Path, ...], out: Path, split: str, allow_different_splits: bool, resamples: int,
-            no_plots: bool, embeds: tuple[str, ...]) -> None:
+            holm_family: str, no_plots: bool, embeds: tuple[str, ...]) -> None:
     """Compare runs: one row per model (+ configuration), one column group per task.
 
     RUN_DIR is a `vlbench run`/`eval` directory (run.json, per_example_*.json, optional bench.json), a
@@ -36,8 +40,8 @@ def compare(run_dirs: tuple[Path, ...], out: Path, split: str, allow_different_s
 
     Significance (per pair of configurations on the same split, every task and metric alike): the difference of
     seed means with its variance from the seeds plus a paired bootstrap over clusters of examples (VQA images,
-    NLVR2 sentences, retrieval images), a t interval, Holm-corrected over the report's comparisons; a dagger
-    marks cells that differ significantly from the column's best (docs/significance.md).
+    NLVR2 sentences, retrieval images), a t interval, Holm-corrected within each column (--holm-family); a
+    dagger marks cells that differ significantly from the column's best (docs/significance.md).
 
     \b
     Example:
@@ -52,7 +56,7 @@ def compare(run_dirs: tuple[Path, ...], out: Path, split: str, allow_different_s
     for document, name in targets:  # before the slow part: a missing marker is a one-line error now
         read_block(document, name)
     result = compare_runs(list(run_dirs), out, split=split, allow_different_splits=allow_different_splits,
-                          plots=not no_plots, resamples=resamples)
+                          plots=not no_plots, resamples=resamples, holm_family=holm_family)
     for note in result.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"compared {len(result.rows)} configuration(s): {', '.join(result.rows)}")

@@ -41,7 +41,7 @@ class ReportResult:
 
 
 def compare_runs(paths: list[Path], out: Path, split: str = "test", allow_different_splits: bool = False,
-                 plots: bool = True, resamples: int = DEFAULT_RESAMPLES) -> ReportResult:
+                 plots: bool = True, resamples: int = DEFAULT_RESAMPLES, holm_family: str = "column") -> ReportResult:
     collection = collect(paths)
     notes = list(collection.notes)
     runs = collection.runs
@@ -51,13 +51,13 @@ def compare_runs(paths: list[Path], out: Path, split: str = "test", allow_differ
     check_duplicate_seeds(long)
     labels = [label for label in row_order(runs) if (long.label == label).any()]
     agg = aggregate(long)
-    pairs, pair_notes = pairwise(runs, split, labels, resamples)
+    pairs, pair_notes = pairwise(runs, split, labels, resamples, family=holm_family)
     notes += pair_notes
     speed, speed_notes = speeds(collection, labels)
     notes += speed_notes
     references = reference_points(runs, split)
     table = build_table(agg, labels, pairs, speed, references)
-    foot = footnotes(table, resamples, comparisons=len(pairs))
+    foot = footnotes(table, resamples, pairs)
 
     out.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []

@@ -247,11 +247,23 @@ def display_frame(table: Table, style: str) -> pd.DataFrame:
                         columns=pd.MultiIndex.from_tuples(header))
 
 
-def footnotes(table: Table, resamples: int, comparisons: int = 0) -> list[str]:
+def holm_scope(pairs: pd.DataFrame) -> str:
+    """How many comparisons each Holm family of ``pairs`` holds, in words (for the footnote)."""
+    if pairs.empty:
+        return "over all 0 comparisons of this report"
+    if set(pairs["family"]) == {"report"}:
+        return f"over all {len(pairs)} comparisons of this report"
+    sizes = sorted(set(pairs["family_size"].astype(int)))
+    size = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+    return (f"within each column (the {size} pairwise comparisons of one task and metric; {len(pairs)} in the "
+            "report; `--holm-family report` corrects over all of them)")
+
+
+def footnotes(table: Table, resamples: int, pairs: pd.DataFrame) -> list[str]:
     notes = [f"Cells: mean ± sample std over seeds (n = seed count); bold = best in column and significantly ahead of "
              f"the runner-up (no bold where the lead is not significant). {DAGGER} = significantly "
-             f"different from the column's best at p < {ALPHA} after Holm's correction over all {comparisons} "
-             "comparisons of this report. The test counts both seed variance (between the seeds of each row) and "
+             f"different from the column's best at p < {ALPHA} after Holm's correction {holm_scope(pairs)}. "
+             "The test counts both seed variance (between the seeds of each row) and "
              f"example variance (a paired bootstrap, {resamples} resamples, seeded, of whole clusters: VQA questions "
              "with their image, NLVR2 statements with their sentence's pairs, retrieval images with their captions), "
              "a t interval with Welch-Satterthwaite degrees of freedom (docs/significance.md). With one seed on a "
