@@ -35,8 +35,9 @@ def pretrain_ablation(out, world, variants, tasks, pretrain_epochs, epochs, limi
                       no_progress) -> None:
     """Fine-tune pixelbert from scratch / MLM / ITM / MLM+ITM / MLM+ITM+pixel sampling pre-training and soho
     MLM+ITM+MVM on VQA, NLVR2 and retrieval; write OUT/ablation.md. The tiny preset takes several hours on a
-    2-core CPU on world v3 (five pre-trainings of 3 epochs over 18,000 captioned scenes, about 6 minutes each,
-    and eighteen fine-tunings); use --pretrain-limit / --limit / --epochs for a quick look."""
+    2-core CPU (five pre-trainings of the preset's 6 epochs over 18,000 captioned scenes, 15-30 minutes each on one
+    thread, and eighteen fine-tunings); use --pretrain-epochs / --pretrain-limit / --limit / --epochs for a quick
+    look."""
     from harness.pretraining.ablation import run_ablation
     from harness.world.cache import default_world
 

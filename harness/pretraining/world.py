@@ -32,8 +32,8 @@ from harness.pretraining.config import PRETRAIN_PRESETS
 CACHE_DIR = "pretrained"
 CHECKPOINT_NAME = "checkpoint.safetensors"
 WORLD_PRESETS = ("tiny",)
-"""Presets the embedded world has a pre-training budget for: the pre-training preset's own (tiny: 3 passes over
-the world's 18,000 captioned training scenes, 1688 steps at batch 32)."""
+"""Presets the embedded world has a pre-training budget for: the pre-training preset's own (tiny: 6 passes over
+the world's 18,000 captioned training scenes, 3378 steps at batch 32)."""
 
 
 def world_objectives(model: str) -> tuple[str, ...]:
