@@ -88,6 +88,9 @@ class RunOptions:
     pretraining: str = "auto"
     """Where the weights start when ``init`` is not given: ``world`` (the cached world pre-training,
     harness/pretraining/world.py), ``none`` (random), ``auto`` (world on the embedded world, else none)."""
+    pretraining_draw: str = "shared"
+    """World pre-training: ``shared`` (one checkpoint, seed 0, fine-tuned by every seed) or ``per-seed`` (this
+    run's seed pre-trains a checkpoint of its own, so a comparison over seeds covers the pre-training's variance)."""
 
 
 def _data_record(task: Task, splits: list[str], max_text_len: int) -> dict[str, Any]:
@@ -133,6 +136,7 @@ def _present(spec: DatasetSpec, splits: tuple[str, ...]) -> list[str]:
 
 
 PRETRAINING_CHOICES = ("auto", "world", "none")
+DRAW_CHOICES = ("shared", "per-seed")
 
 
 def _initial_weights(options: RunOptions, world: Path | None,
@@ -142,6 +146,8 @@ def _initial_weights(options: RunOptions, world: Path | None,
 
     if options.pretraining not in PRETRAINING_CHOICES:
         raise VlbenchError(f"pretraining must be one of {PRETRAINING_CHOICES}, got {options.pretraining!r}")
+    if options.pretraining_draw not in DRAW_CHOICES:
+        raise VlbenchError(f"pretraining_draw must be one of {DRAW_CHOICES}, got {options.pretraining_draw!r}")
     if options.init is not None:
         if options.pretraining == "world":
             raise VlbenchError("--init and --pretraining world both say where the weights start; give one")
@@ -152,12 +158,15 @@ def _initial_weights(options: RunOptions, world: Path | None,
     wanted = options.pretraining == "world" or (options.pretraining == "auto" and world is not None
                                                 and supported(options.preset) and options.features is None)
     if not wanted:
+        if options.pretraining_draw != "shared":
+            raise VlbenchError("--pretraining-draw per-seed needs the world pre-training (this run has none)")
         return None, None
     if world is None:
         raise VlbenchError("--pretraining world needs the embedded world (omit --data)")
     request = WorldPretraining(
         model=options.model, preset=options.preset, world=world, precision=runtime.precision, device=options.device,
-        progress=options.progress,
+        progress=options.progress, per_seed=options.pretraining_draw == "per-seed",
+        seed=options.seed if options.pretraining_draw == "per-seed" else 0,
         options={"detector": options.detector, "text_init": options.text_init,
                  "text_init_layers": options.text_init_layers, "cnn_init": options.cnn_init,
                  "image_size": options.image_size, "max_size": options.max_size})

@@ -1,6 +1,6 @@
 """The world pre-training stage of `vlbench run`: made once per model and configuration, cached, reused, recorded.
 
-The real stage is 3 epochs over 18,000 captioned scenes (minutes); these tests shrink the pre-training itself
+The real stage is 6 epochs over 18,000 captioned scenes (minutes); these tests shrink the pre-training itself
 (1 epoch on 16 images) and exercise everything around it for real: the cache key, the lock, the staging
 folder, reuse, and what `run` records and refuses."""
 
@@ -117,6 +117,40 @@ def test_run_on_the_default_world_starts_from_it(world: Path, tmp_path: Path, sm
                                        train_overrides={"epochs": 1}, progress=False, pretraining="none"))
     assert record["config"]["pretraining"] is None and record["config"]["init"] is None
     assert small_pretraining == ["textonly"]
+
+
+def test_a_per_seed_draw_pretrains_each_seed_and_keeps_them_one_configuration(
+        world: Path, tmp_path: Path, small_pretraining: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """--pretraining-draw per-seed: each run seed pre-trains with that seed (its own cache entry, reused by a
+    second run of the seed); the seeds are one `compare` configuration, apart from the shared draw's."""
+    import harness.assembly as assembly
+    from harness.reports.collect import config_key
+
+    monkeypatch.setattr(assembly, "default_world", lambda progress=True: world)
+    monkeypatch.setenv("VLBENCH_CACHE", str(tmp_path / "cache"))
+
+    def run(seed: int, draw: str, name: str) -> dict:
+        return run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / name, limit=40, seed=seed,
+                                         train_overrides={"epochs": 1}, progress=False, pretraining_draw=draw))
+
+    one, two = run(1, "per-seed", "one"), run(2, "per-seed", "two")
+    assert small_pretraining == ["textonly", "textonly"]
+    keys = [one["pretraining"]["key"], two["pretraining"]["key"]]
+    assert keys[0] != keys[1] and [one["pretraining"]["seed"], two["pretraining"]["seed"]] == [1, 2]
+    made = json.loads((tmp_path / "cache" / "pretrained" / keys[1] / "run.json").read_text())
+    assert made["seed"] == 2, "the checkpoint must be pre-trained with the run's seed"
+    assert one["config"]["pretraining"]["draw"] == "per-seed"
+    assert config_key(one["config"], "vqa") == config_key(two["config"], "vqa")
+    # The same seed again reuses its draw; the shared draw (seed 0 for every run) is another configuration.
+    assert not run(1, "per-seed", "again")["pretraining"]["trained_now"] and len(small_pretraining) == 2
+    shared = run(1, "shared", "shared")
+    assert small_pretraining[2:] == ["textonly"] and shared["pretraining"]["seed"] == 0
+    assert shared["pretraining"]["key"] not in keys and "draw" not in shared["config"]["pretraining"]
+    assert shared["config"]["pretraining"]["key"] == one["config"]["pretraining"]["key"]
+    assert config_key(shared["config"], "vqa") != config_key(one["config"], "vqa")
+    with pytest.raises(VlbenchError, match="needs the world pre-training"):
+        run_experiment(RunOptions(model="textonly", task="vqa", run_dir=tmp_path / "none", pretraining="none",
+                                  pretraining_draw="per-seed", progress=False))
 
 
 def test_given_data_trains_from_scratch_unless_told(world: Path, tmp_path: Path, small_pretraining: list[str]) -> None:

@@ -108,6 +108,12 @@ def _meanings(record: dict) -> list[str]:
                    "captions (MLM+ITM, +MVM for soho, MLM for textonly; the papers' protocol), made once per model "
                    "and cached in $VLBENCH_CACHE/pretrained; none: random weights; auto: world when --data is "
                    "omitted (the embedded benchmark), else none.")
+@click.option("--pretraining-draw", type=click.Choice(["shared", "per-seed"]), default="shared", show_default=True,
+              help="World pre-training: shared (one checkpoint, made once with seed 0, that every seed fine-tunes, "
+                   "so the seeds measure fine-tuning variance only) or per-seed (each run seed pre-trains a "
+                   "checkpoint of its own, cached; one pre-training per seed, 15-30 min each on a 2-core CPU; "
+                   "`compare`'s seed test then covers the pre-training draw, which moved region's NLVR2 by 5 "
+                   "points in docs/results/discriminate.md).")
 @weight_options
 @geometry_options
 @click.option("--detector", type=_existing_file, default=None,
@@ -139,7 +145,7 @@ def _meanings(record: dict) -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --run-dir.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr, cnn_lr, head_lr_mult, cnn_optimizer,
-        grad_accum, hard_negatives, retrieval_objective, freeze_cnn, itc, init, pretraining, text_init, text_init_layers, cnn_init,
+        grad_accum, hard_negatives, retrieval_objective, freeze_cnn, itc, init, pretraining, pretraining_draw, text_init, text_init_layers, cnn_init,
         image_size, max_size, detector,
         detector_data, boxes, features, keep_dictionary, workers, limit, device,
         precision, resume, checkpoint_every, overwrite, no_progress) -> None:
@@ -167,6 +173,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
             text_init=text_init, text_init_layers=text_init_layers, cnn_init=cnn_init, device=device,
             precision=precision, overwrite=overwrite, progress=not no_progress, limit=limit, train_overrides=overrides,
             detector=detector, detector_data=detector_data, boxes=boxes, resume=resume, pretraining=pretraining,
+            pretraining_draw=pretraining_draw,
             keep_dictionary=keep_dictionary or None, features=features, image_size=image_size, max_size=max_size,
         ))
         which = f"{model} on {task}" + (f" (seed {this_seed})" if seeds is not None else "")

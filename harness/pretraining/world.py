@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,12 @@ class WorldPretraining:
     options: dict[str, Any] | None = None
     """Model options that shape the pre-trained model (detector, dictionary size, weight files)."""
     progress: bool = True
+    seed: int = 0
+    """The pre-training's seed (initialisation, shuffle, masks, negatives)."""
+    per_seed: bool = False
+    """The run asked for a draw of its own (``--pretraining-draw per-seed``, ``seed`` = the run's seed) rather
+    than the one shared draw every run fine-tunes: recorded, so the two protocols are different rows in
+    ``compare`` while a per-seed configuration's seeds stay one row."""
 
     def identity(self) -> dict[str, Any]:
         """Everything that decides the checkpoint: two runs with the same identity share it."""
@@ -71,7 +77,8 @@ class WorldPretraining:
 
         config = model_setup(self.model, self.preset, **geometry).config.to_dict()
         # Pixel sampling is off: the tiny world's images have 16 cells, and the measured protocol kept all.
-        return {"model": self.model, "preset": self.preset, "model_config": config,
+        seed = {"seed": self.seed} if self.seed else {}  # absent for seed 0: the keys made before seeds existed
+        return {"model": self.model, "preset": self.preset, "model_config": config, **seed,
                 "objectives": list(world_objectives(self.model)),
                 # The whole pre-training config (epochs, what an epoch holds, SOHO's MVM head, ...).
                 "pretrain": PRETRAIN_PRESETS[self.preset].to_dict(), "precision": self.precision, "options": options,
@@ -120,13 +127,18 @@ def world_pretrained(request: WorldPretraining, cache: Path | None = None) -> tu
             _pretrain_into(request, root, final)
     distributed.barrier()
     record = json.loads((final / "run.json").read_text(encoding="utf-8"))
+    # What the run started from: part of its configuration, identical for every seed of one configuration. A
+    # per-seed draw is named by its seed-0 entry and the draw, so its seeds share a row apart from the shared
+    # draw's; the entry each seed used goes into the record.
+    config = {"source": "world-pretraining", "key": final.name, "objectives": record["config"]["objectives"],
+              "epochs": record["config"]["pretrain"]["epochs"]}
+    if request.per_seed:
+        config.update(key=replace(request, seed=0).key(), draw="per-seed")
     return final / CHECKPOINT_NAME, {
-        # What the run started from: part of its configuration (identical for every run of this model).
-        "config": {"source": "world-pretraining", "key": final.name, "objectives": record["config"]["objectives"],
-                   "epochs": record["config"]["pretrain"]["epochs"]},
+        "config": config,
         # Where it is and how it was made here: informative, differs between machines and runs.
-        "record": {"checkpoint": str(final / CHECKPOINT_NAME), "trained_now": trained_now,
-                   "data": record["config"]["data"], "val": record["metrics"]["val"],
+        "record": {"checkpoint": str(final / CHECKPOINT_NAME), "key": final.name, "seed": request.seed,
+                   "trained_now": trained_now, "data": record["config"]["data"], "val": record["metrics"]["val"],
                    "seconds": record["train"]["wall_seconds"]}}
 
 
@@ -141,7 +153,7 @@ def _pretrain_into(request: WorldPretraining, root: Path, final: Path) -> None:
     try:
         run_pretraining(PretrainOptions(
             model=request.model, run_dir=staging, data=request.world / "captions.yaml", preset=request.preset,
-            seed=0, dictionary_size=options.get("dictionary_size"), text_init=options.get("text_init"),
+            seed=request.seed, dictionary_size=options.get("dictionary_size"), text_init=options.get("text_init"),
             text_init_layers=options.get("text_init_layers"), cnn_init=options.get("cnn_init"),
             detector=options.get("detector"), device=request.device, precision=request.precision,
             image_size=options.get("image_size"), max_size=options.get("max_size"),
