@@ -250,3 +250,19 @@ def test_a_variant_left_at_its_preset_is_labelled_with_the_value_it_ran_with(tmp
                      "train": {"retrieval_objective": "ranking"}})
     labels = sorted(run.label for run in collect([tmp_path]).runs)
     assert labels == ["pixelbert (retrieval_objective=itm)", "pixelbert (retrieval_objective=ranking)"]
+
+
+def test_the_shared_pretraining_draw_is_labelled_shared_beside_a_per_seed_one(tmp_path: Path) -> None:
+    """Records of the shared draw carry no ``draw`` key (older records keep their keys); beside a per-seed
+    configuration its row must say what it is, not ``draw=None``."""
+    from compare_helpers import make_run
+
+    from harness.reports.collect import collect
+
+    base = {"preset": "tiny", "device": "cpu", "overrides": {}, "train": {}}
+    shared = {"source": "world-pretraining", "key": "region-tiny-1"}
+    make_run(tmp_path / "a", "region", "nlvr2", metrics={"accuracy": 60.0}, config={**base, "pretraining": shared})
+    make_run(tmp_path / "b", "region", "nlvr2", metrics={"accuracy": 61.0},
+             config={**base, "pretraining": {**shared, "draw": "per-seed"}})
+    labels = sorted(run.label for run in collect([tmp_path]).runs)
+    assert labels == ["region (draw=per-seed)", "region (draw=shared)"]

@@ -260,10 +260,16 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Config keys that records leave out at their default (so older records keep their keys): what absence means.
+_ABSENT_MEANS = {"pretraining.draw": "shared"}
+
+
 def _effective(runs: list[RunInfo], key: str, own: dict[str, Any]) -> Any:
     """A differing setting's value for the label of one configuration (``runs``: all its runs): what it set,
     else (a training setting left at its preset) the value its records say it ran with when they agree, so a row
     reads ``objective=itm`` rather than ``objective=None``; ``preset`` when its tasks' presets differ."""
+    if own.get(key) is None and key in _ABSENT_MEANS:
+        return _ABSENT_MEANS[key]
     if own.get(key) is not None or not key.startswith("train."):
         return own.get(key)
     name = key.split(".", 1)[1]
