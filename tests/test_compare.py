@@ -266,3 +266,20 @@ def test_the_shared_pretraining_draw_is_labelled_shared_beside_a_per_seed_one(tm
              config={**base, "pretraining": {**shared, "draw": "per-seed"}})
     labels = sorted(run.label for run in collect([tmp_path]).runs)
     assert labels == ["region (draw=per-seed)", "region (draw=shared)"]
+
+
+def test_a_tasks_own_preset_batch_keeps_the_models_runs_one_configuration() -> None:
+    """Tiny NLVR2 trains at batch 64 by its preset, VQA at 32: the same model and protocol on both tasks is one
+    row in `compare`; a batch set by hand (`--batch-size 64` on VQA) is another configuration."""
+    from harness.reports.collect import config_key
+    from harness.training.config import train_preset
+
+    def config(task: str, overrides: dict, world_size: int = 1) -> dict:
+        train = train_preset("tiny", task).with_overrides(**overrides).to_dict()
+        return {"preset": "tiny", "overrides": overrides, "train": train, "world_size": world_size,
+                "effective_batch_size": train["batch_size"] * train["grad_accum"] * world_size}
+
+    assert train_preset("tiny", "nlvr2").batch_size != train_preset("tiny", "vqa").batch_size
+    assert config_key(config("nlvr2", {}), "nlvr2") == config_key(config("vqa", {}), "vqa")
+    assert config_key(config("vqa", {"batch_size": 64}), "vqa") != config_key(config("vqa", {}), "vqa")
+    assert config_key(config("vqa", {}, world_size=2), "vqa") != config_key(config("vqa", {}), "vqa")

@@ -22,8 +22,10 @@ from harness.training.config import TRAIN_PRESETS, TrainConfig, train_preset
 # Parts of run.json's config that do not change what a model learns (where the data file lives, which device
 # ran it) or that follow from the task (head_init: which pre-trained head the task's head starts from; retrieval
 # continues ITM, VQA and NLVR2 start fresh): runs that differ only in these are seeds of one configuration, and
-# a model's runs on several tasks share one row.
-_NON_CONFIG_KEYS = ("data", "device", "precision", "checkpoint", "head_init")
+# a model's runs on several tasks share one row. effective_batch_size follows from the batch size and gradient
+# accumulation (compared as changes from the task's preset, below) and world_size (kept): tiny NLVR2's preset
+# batch of 64 against VQA's 32 is the preset, not another configuration.
+_NON_CONFIG_KEYS = ("data", "device", "precision", "checkpoint", "head_init", "effective_batch_size")
 
 
 @dataclass
