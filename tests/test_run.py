@@ -296,8 +296,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(world: Path, 
     monkeypatch.setattr(Nlvr2Task, "training_loss", poisoned)
     out = tmp_path / "nan"
     with pytest.raises(VlbenchError, match="loss became nan at epoch 2"):
+        # 64 pairs at batch 32: two steps an epoch, so the third loss is epoch 2's first.
         run_experiment(RunOptions(model="textonly", task="nlvr2", run_dir=out, data=world / "nlvr2.yaml",
-                                  limit=64, progress=False, train_overrides={"epochs": 2}))
+                                  limit=64, progress=False, train_overrides={"epochs": 2, "batch_size": 32}))
     assert (out / "checkpoint.safetensors").is_file()  # epoch 1's selection survives
     assert not (out / "run.json").exists()
 
