@@ -91,13 +91,27 @@ def _existing(path: str | Path) -> Path:
     if not path.is_file():
         raise VlbenchError(f"{path}: checkpoint not found")
     with path.open("rb") as handle:
-        magic = handle.read(2)
-    if magic in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        start = handle.read(9)
+    if not _safetensors_start(start, path.stat().st_size) and start[:2] in _PICKLE_MAGIC:
         raise VlbenchError(
             f"{path}: looks like a pickle/torch.save file; vlbench only loads safetensors checkpoints "
             "(pickle can run arbitrary code when loaded)"
         )
     return path
+
+
+# torch.save's zip archive, then pickle protocols 2-5.
+_PICKLE_MAGIC = (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+def _safetensors_start(start: bytes, size: int) -> bool:
+    """A safetensors file opens with its JSON header's length (u64, little-endian), then ``{``. Checked before the
+    pickle magic because a header of 640, 896, 1152, 1408 or 19,280 bytes (mod 65,536) begins with the same two
+    bytes as a pickle or a zip archive: a valid checkpoint was refused for its header size."""
+    if len(start) < 9:
+        return False
+    header = int.from_bytes(start[:8], "little")
+    return start[8:9] == b"{" and 8 + header <= size
 
 
 def _first_line(exc: BaseException) -> str:

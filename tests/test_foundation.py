@@ -89,3 +89,19 @@ def test_checkpoint_refuses_corrupted_and_foreign_files(tmp_path):
     save_file({"w": torch.zeros(1)}, str(foreign))
     with pytest.raises(VlbenchError, match="not a vlbench checkpoint"):
         load_checkpoint(foreign)
+
+
+@pytest.mark.parametrize("length_bytes", [b"\x80\x02", b"\x80\x05", b"PK"])
+def test_checkpoint_whose_header_length_reads_like_pickle_magic_loads(tmp_path, length_bytes):
+    # A safetensors file opens with its header's length: 640 bytes is b"\x80\x02..." and 19,280 is b"PK...", the
+    # magic of a pickle and of torch.save's zip. A resume point of that header size was once refused as a pickle.
+    target = int.from_bytes(length_bytes, "little")
+    path = tmp_path / "ck.safetensors"
+    for pad in range(target):
+        save_checkpoint(path, {"w": torch.ones(2)}, {"model": "pixelbert", "pad": "x" * pad})
+        if path.read_bytes()[:2] == length_bytes:
+            break
+    else:
+        pytest.fail(f"no padding gave a header length starting with {length_bytes!r}")
+    state, meta = load_checkpoint(path)
+    assert torch.equal(state["w"], torch.ones(2)) and meta["pad"] == "x" * pad
