@@ -57,6 +57,7 @@ def test_pixelbert_record_and_checkpoint(pixelbert_pretrained: Path) -> None:
     assert 0 <= val["itm_accuracy"] <= 100 and val["mlm_loss"] > 0
     train = record["train"]
     assert train["steps"] == 6 and train["samples"] == 96 and train["samples_per_second"] > 0
+    assert all(0 < epoch["cpu_share"] <= 1.5 for epoch in train["history"]) and 0 < train["cpu_share"] <= 1.5
     assert len(train["history"]) == 2 and record["env"]["packages"]["torch"]
     state, meta = load_checkpoint(pixelbert_pretrained / "checkpoint.safetensors")
     assert meta["task"] == "pretrain" and meta["epoch"] == 2

@@ -75,6 +75,8 @@ def test_run_record_holds_the_contract(fixture: str, request: pytest.FixtureRequ
         assert set(record["metrics"][split]) == SCORE_KEYS[task]
     train = record["train"]
     assert train["steps"] > 0 and train["wall_seconds"] > 0 and train["samples_per_second"] > 0
+    # How much CPU the training got, so a reader can tell speed from contention (per epoch and overall).
+    assert all(0 < epoch["cpu_share"] <= 1.5 for epoch in train["history"]) and 0 < train["cpu_share"] <= 1.5
     env = record["env"]
     assert env["packages"]["torch"] and env["device"] and "commit" in env["git"] and "dirty" in env["git"]
     assert (run_dir / "checkpoint.safetensors").is_file()

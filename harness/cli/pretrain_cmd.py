@@ -92,6 +92,7 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
     """
     from harness.pretraining.config import parse_objectives
     from harness.pretraining.experiment import PretrainOptions, run_pretraining
+    from harness.training.cpu_share import cpu_share_note
 
     check_weight_options(text_init, text_init_layers)
     overrides = {"objectives": parse_objectives(objectives) if objectives is not None else None,
@@ -112,7 +113,8 @@ def pretrain(model, run_dir, data, objectives, pixel_sample, preset, epochs, see
         return  # under torchrun, rank 0 reports
     val = ", ".join(f"{k} {v}" for k, v in record["metrics"]["val"].items() if not k.endswith("_predictions"))
     click.echo(f"{model} pre-trained ({'+'.join(record['config']['objectives'])}): val {val}  "
-               f"({record['train']['wall_seconds']:.0f}s, {record['train']['samples_per_second']} samples/s) "
+               f"({record['train']['wall_seconds']:.0f}s, {record['train']['samples_per_second']} samples/s"
+               f"{cpu_share_note(record['train'])}) "
                f"-> {run_dir / 'checkpoint.safetensors'}")
 
 

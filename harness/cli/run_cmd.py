@@ -155,6 +155,7 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
     predictions_test.csv (NLVR2 identifier,label) or scores_test.npy (retrieval, images x captions).
     """
     from harness.experiment import RunOptions, run_experiment
+    from harness.training.cpu_share import cpu_share_note
 
     check_weight_options(text_init, text_init_layers)
     overrides = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "cnn_lr": cnn_lr,
@@ -181,7 +182,8 @@ def run(model, task, run_dir, data, preset, epochs, seed, seeds, batch_size, lr,
             continue  # under torchrun, rank 0 reports
         click.echo(f"{which}: {_summary(record)}  "
                    f"({record['train']['wall_seconds']:.0f}s training, "
-                   f"{record['train']['samples_per_second']} samples/s) -> {this_dir / 'run.json'}")
+                   f"{record['train']['samples_per_second']} samples/s{cpu_share_note(record['train'])}) "
+                   f"-> {this_dir / 'run.json'}")
         for line in _meanings(record):
             click.echo(line)
 

@@ -28,6 +28,7 @@ from harness.pretraining.data import CaptionPairs
 from harness.pretraining.evaluate import ObjectiveMeter, evaluate_pretraining, model_dictionary
 from harness.pretraining.objective import PretrainingObjective
 from harness.runtime import Runtime
+from harness.training.cpu_share import CpuClock, overall_cpu_share
 from harness.training.loop import NonFiniteLoss, shuffled_sampler
 from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
 from harness.training.resume import Position, ResumeFile, RngSnapshot
@@ -40,6 +41,8 @@ class PretrainResult:
     samples: int = 0
     wall_seconds: float = 0.0
     samples_per_second: float = 0.0
+    cpu_share: float | None = None
+    """The share of its threads' CPU time the process got while training (harness/training/cpu_share.py)."""
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +134,7 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
             dictionary.set_epoch(epoch)
         meter = ObjectiveMeter(dictionary.size if dictionary is not None else None)
         start = time.perf_counter()
+        clock = CpuClock()
         seen = 0
         bar = tqdm(loader, desc=f"pretrain {epoch}/{config.epochs}", disable=not (progress and is_main()),
                    leave=False, unit="batch")
@@ -150,11 +154,13 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
             bar.set_postfix(loss=f"{loss.item():.3f}", samples_s=f"{seen / max(time.perf_counter() - start, 1e-9):.1f}")
         bar.close()
         seconds = time.perf_counter() - start
+        share = clock.share()
         result.wall_seconds += seconds
         seen *= world_size()  # every rank trained on as many (the distributed sampler pads evenly)
         result.samples += seen
         record: dict[str, Any] = {"epoch": epoch, "seconds": round(seconds, 3), "samples_per_second":
-                                  round(seen / max(seconds, 1e-9), 2), "train": meter.gathered().summary()}
+                                  round(seen / max(seconds, 1e-9), 2), "cpu_share": share,
+                                  "train": meter.gathered().summary()}
         if dictionary is not None:
             record["dictionary_momentum"] = dictionary.momentum
             record["dictionary_reseeded_total"] = dictionary.reseeded
@@ -176,4 +182,5 @@ def pretrain(model: nn.Module, heads: PretrainingHeads, data: CaptionPairs, conf
                        f"{record['samples_per_second']} samples/s)", file=sys.stderr)
     result.wall_seconds = round(result.wall_seconds, 3)
     result.samples_per_second = round(result.samples / max(result.wall_seconds, 1e-9), 2)
+    result.cpu_share = overall_cpu_share(result.history)
     return result

@@ -25,6 +25,7 @@ from harness.errors import VlbenchError
 from harness.runtime import Runtime
 from harness.tasks.base import Evaluation, Task
 from harness.training.config import TrainConfig
+from harness.training.cpu_share import CpuClock, overall_cpu_share
 from harness.training.optim import build_optimizers, optimizer_step, warmup_linear_decay
 from harness.training.phases import NO_PHASES, NoPhases
 from harness.training.resume import Position, ResumeFile, RngSnapshot
@@ -36,6 +37,9 @@ class TrainResult:
     samples: int = 0
     wall_seconds: float = 0.0
     samples_per_second: float = 0.0
+    cpu_share: float | None = None
+    """The share of its threads' CPU time the process got while training (harness/training/cpu_share.py): near 1
+    alone on the machine; well below when other jobs shared the cores, and then the seconds say little about speed."""
     best_epoch: int | None = None
     best_val: float | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -177,6 +181,7 @@ def train(
             running, seen, done_before = position.running_loss, position.seen, position.epoch_seconds
             skip = batch_sampler.skip = position.batches_done
         epoch_start = time.perf_counter() - done_before
+        clock = CpuClock()  # this process's stretch of the epoch (a resumed epoch: since the resume)
         bar = tqdm(loader, desc=f"train {epoch}/{config.epochs}", disable=not progress, leave=False, unit="batch",
                    initial=skip)
         batches = reported(iter(bar))  # draws the epoch's shuffle (and skips the batches already trained)
@@ -232,7 +237,8 @@ def train(
         epoch_seconds = time.perf_counter() - epoch_start
         train_seconds += epoch_seconds
         result.samples += seen * world_size()  # every rank trained on as many (the sampler pads evenly)
-        record: dict[str, Any] = {"epoch": epoch, "loss": running / max(seen, 1), "seconds": round(epoch_seconds, 3)}
+        record: dict[str, Any] = {"epoch": epoch, "loss": running / max(seen, 1), "seconds": round(epoch_seconds, 3),
+                                  "cpu_share": clock.share()}
 
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             sync_buffers(model)  # every rank scores its shard with the BatchNorm statistics the checkpoint keeps
@@ -261,4 +267,5 @@ def train(
 
     result.wall_seconds = round(train_seconds, 3)
     result.samples_per_second = round(result.samples / max(train_seconds, 1e-9), 2)
+    result.cpu_share = overall_cpu_share(result.history)
     return result
